@@ -1,0 +1,46 @@
+"""The `mpx` command: subcommands register themselves; user mistakes are one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import MpxError
+from . import backends_command, conformance_command, train_command
+
+SUBCOMMANDS = (backends_command, conformance_command, train_command)
+
+
+class UsageError(MpxError):
+    """A command line that does not parse."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mpx", description="Hardware-abstracted mixed precision for PyTorch.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
+    for module in SUBCOMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.run(args) or 0)
+    except MpxError as error:
+        print(f"mpx: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mpx: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The exception types of mpx: every user-facing failure is one of these."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MpxError(Exception):
+    """Base class of every error mpx raises on purpose; the CLI prints it as one line and exits 2."""
+
+
+class FormatError(MpxError, ValueError):
+    """An unknown number format, or a value a format cannot take."""
+
+
+class PolicyError(MpxError, ValueError):
+    """A precision policy that cannot be parsed or that a backend cannot run."""
+
+
+class OpError(MpxError, ValueError):
+    """An unknown op, or an op called with inputs that do not fit it."""
+
+
+class PluginError(MpxError):
+    """A plugin that gave a malformed backend spec, or two plugins that claim the same name."""
+
+
+class BackendNotFoundError(MpxError, LookupError):
+    """No backend of that name is registered."""
+
+
+class BackendUnavailableError(MpxError, RuntimeError):
+    """The backend is registered but cannot run here (no GPU, execution provider missing, ...)."""
+
+
+class ScalingError(MpxError, ValueError):
+    """A loss-scaler or master-weight configuration that cannot work."""
+
+
+class ConformanceError(MpxError, ValueError):
+    """Bad input to the conformance suite: unknown scenario, format, case id, output path."""
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to `name`, if any is close enough to suggest."""
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
+    """'unknown backend 'cpuu'; did you mean 'cpu'? Known: cpu, cuda' -- the shape of every lookup error."""
+    known = sorted(known)
+    suggestion = closest(name, known)
+    hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+    return f"unknown {kind} {name!r}{hint} Known: {', '.join(known)}"

@@ -1,0 +1,182 @@
+"""Number formats (fp32, fp16, bf16, fp8 e4m3/e5m2) and exact round-to-nearest-even into them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+import numpy as np
+import torch
+
+from .errors import FormatError, unknown_name_message
+
+Overflow = Literal["inf", "saturate"]
+Subnormals = Literal["keep", "flush"]
+ArrayLike = TypeVar("ArrayLike", torch.Tensor, np.ndarray, float)
+
+# onnx.TensorProto data types, written out so that importing mpx does not import onnx.
+_ONNX_FLOAT, _ONNX_FLOAT16, _ONNX_BFLOAT16, _ONNX_FLOAT8E4M3FN, _ONNX_FLOAT8E5M2 = 1, 10, 16, 17, 19
+
+# (signed integer view, mantissa bits, smallest normal) of the float dtypes `round` works on bit by bit.
+_BIT_LAYOUT = {
+    torch.float32: (torch.int32, 23, 2.0**-126),
+    torch.float64: (torch.int64, 52, 2.0**-1022),
+}
+
+
+@dataclass(frozen=True)
+class Format:
+    """A binary floating-point format: its bit layout, range and rounding."""
+
+    name: str
+    exponent_bits: int
+    mantissa_bits: int
+    has_inf: bool
+    torch_dtype: torch.dtype = field(repr=False)
+    onnx_type: int = field(repr=False)
+    aliases: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def bits(self) -> int:
+        return 1 + self.exponent_bits + self.mantissa_bits
+
+    @property
+    def bias(self) -> int:
+        return 2 ** (self.exponent_bits - 1) - 1
+
+    @property
+    def max(self) -> float:
+        if self.has_inf:  # IEEE: the all-ones exponent is inf/NaN
+            return (2 - 2.0**-self.mantissa_bits) * 2.0 ** (2**self.exponent_bits - 2 - self.bias)
+        # fn formats (e4m3fn): the all-ones exponent holds normals, except the all-ones mantissa (NaN)
+        return (2 - 2.0 ** (1 - self.mantissa_bits)) * 2.0 ** (2**self.exponent_bits - 1 - self.bias)
+
+    @property
+    def min_normal(self) -> float:
+        return 2.0 ** (1 - self.bias)
+
+    @property
+    def min_subnormal(self) -> float:
+        return 2.0 ** (1 - self.bias - self.mantissa_bits)
+
+    @property
+    def eps(self) -> float:
+        return 2.0**-self.mantissa_bits
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.bits == 8
+
+    def ulp(self, x: torch.Tensor) -> torch.Tensor:
+        """The spacing of this format at |x| (the subnormal spacing below min_normal), as float64."""
+        magnitude = x.abs().to(torch.float64).clamp(min=self.min_normal)
+        return torch.exp2(torch.floor(torch.log2(magnitude)) - self.mantissa_bits)
+
+    def round(self, x: ArrayLike, *, overflow: Overflow = "inf", subnormals: Subnormals = "keep") -> ArrayLike:
+        """x rounded to this format (nearest, ties to even), as values of x's own float dtype.
+
+        Overflow gives inf where the format has it and NaN where it does not (e4m3fn), or +-max with
+        overflow="saturate" (inf inputs too). subnormals="flush" turns results below min_normal into +-0.
+        """
+        if isinstance(x, torch.Tensor):
+            return _round_tensor(self, x, overflow, subnormals)
+        if isinstance(x, np.ndarray):
+            if x.dtype not in (np.float16, np.float32, np.float64):
+                raise FormatError(f"round needs a float16/32/64 array, got {x.dtype}; convert it with .astype(np.float32)")
+            return _round_tensor(self, torch.from_numpy(np.ascontiguousarray(x)), overflow, subnormals).numpy()
+        if isinstance(x, (float, int)):
+            return float(_round_tensor(self, torch.tensor([float(x)], dtype=torch.float64), overflow, subnormals))
+        raise FormatError(f"round takes a torch.Tensor, numpy array or float, not {type(x).__name__}")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+FP32 = Format("fp32", 8, 23, True, torch.float32, _ONNX_FLOAT, ("float32", "float", "f32"))
+FP16 = Format("fp16", 5, 10, True, torch.float16, _ONNX_FLOAT16, ("float16", "half", "f16"))
+BF16 = Format("bf16", 8, 7, True, torch.bfloat16, _ONNX_BFLOAT16, ("bfloat16", "b16"))
+FP8_E4M3 = Format("fp8_e4m3", 4, 3, False, torch.float8_e4m3fn, _ONNX_FLOAT8E4M3FN, ("e4m3", "e4m3fn", "float8_e4m3fn", "fp8_e4m3fn"))
+FP8_E5M2 = Format("fp8_e5m2", 5, 2, True, torch.float8_e5m2, _ONNX_FLOAT8E5M2, ("e5m2", "float8_e5m2"))
+
+FORMATS: tuple[Format, ...] = (FP32, FP16, BF16, FP8_E4M3, FP8_E5M2)
+_BY_NAME = {alias: fmt for fmt in FORMATS for alias in (fmt.name, *fmt.aliases)}
+_BY_DTYPE = {fmt.torch_dtype: fmt for fmt in FORMATS}
+
+
+def format(name: str | Format | torch.dtype) -> Format:  # noqa: A001 - the public name DESIGN.md fixes
+    """The format called `name` (or an alias such as 'half', 'bfloat16', 'e4m3fn'), or of a torch dtype."""
+    if isinstance(name, Format):
+        return name
+    if isinstance(name, torch.dtype):
+        if name in _BY_DTYPE:
+            return _BY_DTYPE[name]
+        raise FormatError(f"no mpx format for {name}; formats: {', '.join(f.name for f in FORMATS)}")
+    if not isinstance(name, str):
+        raise FormatError(f"a format is named by a string, not {type(name).__name__}")
+    key = name.strip().lower().replace("-", "_")
+    if key not in _BY_NAME:
+        raise FormatError(unknown_name_message("format", name, [f.name for f in FORMATS]))
+    return _BY_NAME[key]
+
+
+def _round_tensor(fmt: Format, x: torch.Tensor, overflow: Overflow, subnormals: Subnormals) -> torch.Tensor:
+    if not x.is_floating_point():
+        raise FormatError(f"round needs a floating-point tensor, got {x.dtype}; convert it with .float()")
+    if overflow not in ("inf", "saturate"):
+        raise FormatError(f"overflow must be 'inf' or 'saturate', not {overflow!r}")
+    if subnormals not in ("keep", "flush"):
+        raise FormatError(f"subnormals must be 'keep' or 'flush', not {subnormals!r}")
+    if overflow == "saturate":
+        x = x.clamp(-fmt.max, fmt.max)  # keeps NaN; what overflowed now rounds to +-max
+    if x.dtype == fmt.torch_dtype:
+        rounded = x.clone()
+    elif x.dtype in (torch.float32, torch.float16, torch.bfloat16) and fmt.bits < torch.finfo(x.dtype).bits:
+        rounded = _round_by_cast(fmt, x)
+    else:
+        rounded = _round_bits(fmt, x)
+    if subnormals == "flush":
+        rounded = rounded * (rounded.abs() >= fmt.min_normal)  # keeps the sign of zero, inf and NaN
+    return rounded
+
+
+def _round_by_cast(fmt: Format, x: torch.Tensor) -> torch.Tensor:
+    """torch's own conversion: a single correctly rounded step from fp32/fp16/bf16.
+
+    torch saturates e4m3fn on overflow; DESIGN.md wants NaN there, so what lies past the
+    rounding boundary above max (the midpoint to the next binade step) becomes NaN.
+    """
+    rounded = x.to(fmt.torch_dtype).to(x.dtype)
+    if not fmt.has_inf:
+        boundary = fmt.max + 2.0 ** (math.floor(math.log2(fmt.max)) - fmt.mantissa_bits - 1)
+        rounded.masked_fill_(x.abs() > boundary, float("nan"))
+    return rounded
+
+
+def _round_bits(fmt: Format, x: torch.Tensor) -> torch.Tensor:
+    """Exact rounding by integer arithmetic on the bits of x: a single rounding from any float dtype.
+
+    torch converts float64 to fp16/bf16 through float32 (two roundings); this path does not.
+    """
+    source = x if x.dtype in _BIT_LAYOUT else x.to(torch.float32)
+    int_dtype, source_mantissa, source_min_normal = _BIT_LAYOUT[source.dtype]
+    if fmt.mantissa_bits > source_mantissa:
+        raise FormatError(f"cannot round {x.dtype} values to the wider format {fmt.name}")
+    bits = source.contiguous().view(int_dtype)
+    magnitude_mask = torch.iinfo(int_dtype).max
+    magnitude = bits & magnitude_mask
+    shift = source_mantissa - fmt.mantissa_bits
+    if shift:
+        lsb = (magnitude >> shift) & 1
+        magnitude = (magnitude + ((1 << (shift - 1)) - 1) + lsb) & ~((1 << shift) - 1)
+    result = (magnitude | (bits & ~magnitude_mask)).view(source.dtype)
+    if fmt.min_normal > source_min_normal:  # below the format's normals the spacing is fixed
+        quantum = fmt.min_subnormal
+        small = source.abs() < fmt.min_normal
+        result = torch.where(small, torch.round(source / quantum) * quantum, result)
+    overflowed = result.abs() > fmt.max
+    result = result.masked_fill(overflowed, float("inf") if fmt.has_inf else float("nan"))
+    if fmt.has_inf:
+        result = torch.copysign(result, source)
+    result = torch.where(source.isnan(), source, result)
+    return result.to(x.dtype)

@@ -1,0 +1,100 @@
+"""Precision policies: which format parameters, compute and outputs use (jmp-style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import FormatError, PolicyError, unknown_name_message
+from .formats import BF16, FP8_E4M3, FP8_E5M2, FP16, FP32, FORMATS, Format
+from .formats import format as lookup_format
+
+# How torch.autocast treats an op: run it in the low format, force fp32, or keep the inputs' format.
+AutocastClass = Literal["lowp", "fp32", "promote"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Formats for parameters, compute and outputs; `grads` is the backward GEMM format (fp8-hybrid: e5m2)."""
+
+    params: Format
+    compute: Format
+    output: Format
+    grads: Format | None = None
+    name: str | None = None
+
+    @property
+    def backward(self) -> Format:
+        return self.grads or self.compute
+
+    @property
+    def is_mixed(self) -> bool:
+        return self.compute != FP32 or self.params != FP32
+
+    @property
+    def needs_master_weights(self) -> bool:
+        """Low-precision parameters need fp32 master copies for the optimizer."""
+        return self.params != FP32
+
+    @property
+    def default_loss_scale(self) -> str:
+        """fp16 and fp8 gradients underflow without loss scaling; bf16 and fp32 have fp32's range."""
+        return "dynamic" if self.backward in (FP16, FP8_E4M3, FP8_E5M2) else "none"
+
+    def op_format(self, autocast: AutocastClass, backward: bool = False) -> Format:
+        """The format an op of this autocast class computes in under this policy."""
+        if autocast == "fp32":
+            return FP32
+        if autocast == "lowp":
+            return self.backward if backward else self.compute
+        # ops outside both autocast lists keep the activations' format; fp8 is a GEMM-only format
+        return BF16 if self.compute.is_fp8 else self.compute
+
+    def __str__(self) -> str:
+        spec = f"params={self.params},compute={self.compute},output={self.output}"
+        spec += f",grads={self.grads}" if self.grads else ""
+        return self.name or spec
+
+
+PRESETS: dict[str, Policy] = {
+    p.name: p
+    for p in (
+        Policy(FP32, FP32, FP32, name="fp32"),
+        Policy(FP32, FP16, FP32, name="fp16-mixed"),
+        Policy(FP32, BF16, FP32, name="bf16-mixed"),
+        Policy(FP16, FP16, FP16, name="fp16-pure"),
+        Policy(BF16, BF16, BF16, name="bf16-pure"),
+        Policy(FP32, FP8_E4M3, FP32, grads=FP8_E5M2, name="fp8-hybrid"),
+    )
+}
+_KEYS = {
+    **{k: "params" for k in ("params", "param", "p")},
+    **{k: "compute" for k in ("compute", "c")},
+    **{k: "output" for k in ("output", "o")},
+    **{k: "grads" for k in ("grads", "grad", "g")},
+}
+
+
+def policy(spec: str | Policy) -> Policy:
+    """A preset ('bf16-mixed', ...) or a jmp-style string 'params=fp32,compute=bf16,output=fp32'."""
+    if isinstance(spec, Policy):
+        return spec
+    if not isinstance(spec, str):
+        raise PolicyError(f"a policy is a preset name or 'params=..,compute=..,output=..', not {type(spec).__name__}")
+    text = spec.strip().lower()
+    if text in PRESETS:
+        return PRESETS[text]
+    if "=" not in text:
+        raise PolicyError(unknown_name_message("policy", spec, PRESETS) + "; or write 'params=fp32,compute=bf16,output=fp32'")
+    fields: dict[str, Format] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or key not in _KEYS:
+            raise PolicyError(f"bad policy entry {part!r} in {spec!r}; keys: params, compute, output, grads")
+        try:
+            fields[_KEYS[key]] = lookup_format(value)
+        except FormatError:
+            names = ", ".join(f.name for f in FORMATS)
+            raise PolicyError(f"unknown format {value!r} for {key} in {spec!r}; formats: {names}") from None
+    params = fields.get("params", FP32)
+    return Policy(params, fields.get("compute", params), fields.get("output", params), fields.get("grads"))
