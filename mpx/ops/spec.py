@@ -9,7 +9,7 @@ from typing import Any, Literal
 import torch
 
 from ..errors import OpError
-from ..formats import BF16, Format
+from ..formats import BF16, FP32, Format
 from ..policy import AutocastClass
 
 Pass = Literal["forward", "backward"]
@@ -81,12 +81,17 @@ class OpSpec:
     magnitude: Reference | None = field(default=None, repr=False)
     fp8_output: Format = BF16
     doc: str = ""
+    # one role per output: "input" outputs are in output_format(fmt), "fp32" outputs always fp32
+    # (master weights and moments of the optimizer updates, the found_inf flag, losses)
+    output_roles: tuple[ArgRole, ...] = ("input",)
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
             raise OpError(f"op name {self.name!r} must be a non-empty identifier")
         if self.tolerance.accumulation and self.magnitude is None:
             raise OpError(f"op {self.name!r} has an accumulation tolerance but no magnitude function")
+        if not self.output_roles or set(self.output_roles) - {"input", "fp32"}:
+            raise OpError(f"op {self.name!r}: output_roles must be a non-empty tuple of 'input' / 'fp32'")
         unknown = set(self.input_classes) - set(INPUT_CLASSES)
         if unknown:
             raise OpError(f"op {self.name!r}: unknown input classes {sorted(unknown)}; known: {INPUT_CLASSES}")
@@ -104,6 +109,10 @@ class OpSpec:
         if fmt.is_fp8 and self.autocast == "lowp":
             return self.fp8_output
         return fmt
+
+    def output_formats(self, fmt: Format) -> tuple[Format, ...]:
+        """The format of each output in a case of format `fmt` (see output_roles)."""
+        return tuple(FP32 if role == "fp32" else self.output_format(fmt) for role in self.output_roles)
 
     def supports_format(self, fmt: Format) -> bool:
         """fp8 is a GEMM format (and a cast target): only lowp ops and precision ops take it."""

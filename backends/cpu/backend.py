@@ -1,0 +1,126 @@
+"""CpuBackend: runs every registry op in every format by rounding where real hardware rounds."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from mpx.backend import Backend, Support
+from mpx.errors import BackendUnavailableError, OpError
+from mpx.formats import FORMATS, Format, Overflow, Subnormals
+from mpx.ops.check import arg_format, flush, flush_inputs, result_formats, vjp
+from mpx.ops.spec import OpSpec, Pass
+from mpx.policy import Policy
+from mpx.policy import policy as lookup_policy
+
+
+def compute_dtype(op: OpSpec) -> torch.dtype:
+    """fp32 for ops that accumulate (as GEMM units and reduction kernels do); float64 for the rest.
+
+    float64 math on exactly stored inputs, then one rounding, is the correctly rounded result an
+    element-wise unit delivers.
+    """
+    return torch.float32 if op.tolerance.accumulation else torch.float64
+
+
+class CpuBackend(Backend):
+    """Emulates a device on the CPU: inputs stored in the format, fp32 accumulation, outputs rounded to the format.
+
+    overflow="saturate" clamps results to +-max like some NPUs; subnormals="flush" reads subnormal inputs
+    as zero and flushes subnormal results. native=True makes autocast() use torch's own CPU autocast kernels.
+    """
+
+    name = "cpu"
+    device = "cpu"
+    formats = FORMATS
+
+    def __init__(self, overflow: Overflow = "inf", subnormals: Subnormals = "keep", native: bool = False) -> None:
+        if overflow not in ("inf", "saturate"):
+            raise OpError(f"cpu backend: overflow must be 'inf' or 'saturate', not {overflow!r}")
+        if subnormals not in ("keep", "flush"):
+            raise OpError(f"cpu backend: subnormals must be 'keep' or 'flush', not {subnormals!r}")
+        if not isinstance(native, bool):
+            raise OpError(f"cpu backend: native must be True or False, not {native!r}")
+        self.overflow, self.subnormals, self.native = overflow, subnormals, native
+
+    def support(self, op: OpSpec, fmt: Format, pass_: Pass = "forward") -> Support:
+        """Native for every (op, format, pass) the op itself defines."""
+        return super().support(op, fmt, pass_)
+
+    def run(
+        self,
+        op: OpSpec,
+        fmt: Format,
+        inputs: tuple[torch.Tensor, ...],
+        pass_: Pass = "forward",
+        grad_outputs: tuple[torch.Tensor, ...] | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Forward: the op's outputs in their formats. Backward: gradients of the differentiable args."""
+        support = self.support(op, fmt, pass_)
+        if not support.runs:
+            raise OpError(f"cpu backend cannot run {op.name} {pass_} in {fmt.name}: {support.reason}")
+        if len(inputs) != op.arity:
+            raise OpError(
+                f"{op.name} takes {op.arity} inputs ({', '.join(a.name for a in op.args)}), got {len(inputs)}"
+            )
+        dtype = compute_dtype(op)
+        values = tuple(self._load(t, arg_format(a, fmt), dtype) for a, t in zip(op.args, inputs, strict=False))
+        values = flush_inputs(op, fmt, values, self.subnormals)
+        if pass_ == "forward":
+            with torch.no_grad():
+                results = op.reference(*values, **op.attrs)
+        else:
+            if grad_outputs is None or len(grad_outputs) != len(op.output_roles):
+                raise OpError(f"{op.name} backward needs one gradient per output ({len(op.output_roles)})")
+            grads = tuple(
+                flush(self._load(g, f, dtype), f, self.subnormals)
+                for g, f in zip(grad_outputs, op.output_formats(fmt), strict=False)
+            )
+            results = vjp(op.reference, op.differentiable_args, values, grads, op.attrs)
+        return tuple(self._store(r, f) for r, f in zip(results, result_formats(op, fmt, pass_), strict=False))
+
+    def _load(self, tensor: torch.Tensor, fmt: Format, dtype: torch.dtype) -> torch.Tensor:
+        if not tensor.is_floating_point():
+            return tensor
+        if tensor.dtype != fmt.torch_dtype:
+            raise OpError(
+                f"expected a {fmt.name} ({fmt.torch_dtype}) tensor, got {tensor.dtype}; store it with OpSpec.to_storage"
+            )
+        return tensor.to(dtype)
+
+    def _store(self, result: torch.Tensor, fmt: Format) -> torch.Tensor:
+        rounded = fmt.round(result, overflow=self.overflow, subnormals=self.subnormals)
+        return rounded.to(fmt.torch_dtype)
+
+    @contextlib.contextmanager
+    def autocast(self, policy: Policy | str, native: bool | None = None) -> Iterator[None]:
+        """Run model code in the policy's compute format: emulated rounding, or torch's CPU autocast when native."""
+        policy = lookup_policy(policy)
+        if self.native if native is None else native:
+            with _native_autocast(policy):
+                yield
+            return
+        from .autocast import emulated_autocast
+
+        with emulated_autocast(policy, self):
+            yield
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "native_autocast": self.native}
+
+
+@contextlib.contextmanager
+def _native_autocast(policy: Policy) -> Iterator[None]:
+    compute = policy.compute
+    if compute.is_fp8:
+        raise BackendUnavailableError(
+            f"torch's CPU autocast has no {compute.name}; use CpuBackend(native=False) to emulate fp8 by rounding"
+        )
+    if compute.torch_dtype == torch.float32:
+        yield
+        return
+    with torch.autocast("cpu", dtype=compute.torch_dtype):
+        yield

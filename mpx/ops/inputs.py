@@ -1,0 +1,72 @@
+"""Input generators: float64 values already representable in the format they will be stored in."""
+
+from __future__ import annotations
+
+import torch
+
+from ..formats import Format
+
+LONG = 4096  # length of the reductions in the long-reduction input class
+
+
+def normal(fmt: Format, shape: tuple[int, ...], generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    """Standard-normal values times `scale`, rounded to `fmt`."""
+    return fmt.round(torch.randn(shape, generator=generator, dtype=torch.float64) * scale)
+
+
+def uniform(fmt: Format, shape: tuple[int, ...], generator: torch.Generator, low: float, high: float) -> torch.Tensor:
+    """Uniform values in [low, high), rounded to `fmt`."""
+    return fmt.round(torch.rand(shape, generator=generator, dtype=torch.float64) * (high - low) + low)
+
+
+def special_values(fmt: Format, large: float | None = None) -> torch.Tensor:
+    """The values a special case plants: zeros, subnormals, the smallest normal, large values, +-inf, NaN.
+
+    `large` replaces +-max for ops that accumulate in fp32 (where two near-max terms would overflow the
+    accumulator on the way to a finite result, which the float64 reference cannot model).
+    """
+    big = fmt.max if large is None else min(fmt.max, large)
+    values = [
+        0.0,
+        -0.0,
+        fmt.min_subnormal,
+        -3 * fmt.min_subnormal,
+        fmt.min_normal - fmt.min_subnormal,
+        fmt.min_normal,
+        big,
+        -big,
+        big * (1 - fmt.eps / 2) if large is None else big / 2,
+        float("nan"),
+    ]
+    if fmt.has_inf:
+        values += [float("inf"), float("-inf")]
+    return fmt.round(torch.tensor(values, dtype=torch.float64))
+
+
+def ties(fmt: Format) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs (a, b) of `fmt` values whose exact sum lies halfway between two `fmt` values (both directions)."""
+    half = fmt.eps / 2
+    a = torch.tensor([1.0, 1.0 + fmt.eps, -1.0, 2.0, 1.0 + 3 * fmt.eps], dtype=torch.float64)
+    b = torch.tensor([half, half, -half, 2 * half, half], dtype=torch.float64)
+    return fmt.round(a), fmt.round(b)
+
+
+def plant(values: torch.Tensor, specials: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`values` with `specials` written at distinct random positions (as many as fit)."""
+    flat = values.clone().reshape(-1)
+    count = min(flat.numel(), specials.numel())
+    positions = torch.randperm(flat.numel(), generator=generator)[:count]
+    flat[positions] = specials[:count]
+    return flat.reshape(values.shape)
+
+
+def with_specials(
+    fmt: Format, shape: tuple[int, ...], generator: torch.Generator, large: float | None = None, scale: float = 1.0
+) -> torch.Tensor:
+    """Normal values with every special value of `fmt` planted among them."""
+    return plant(normal(fmt, shape, generator, scale), special_values(fmt, large), generator)
+
+
+def accumulator_safe_large(fmt: Format) -> float:
+    """A large value whose products and sums of a few thousand stay inside fp32's range."""
+    return min(fmt.max, 2.0**48)
