@@ -1,0 +1,67 @@
+"""The ops x formats matrix of one backend: each cell folds the input classes of an (op, pass, format)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .report import SEVERITY, BackendReport, CaseResult, Report
+
+NOT_PASSING = ("fail", "error", "crash", "timeout")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The worst status among a cell's cases, and the cases themselves."""
+
+    status: str
+    cases: tuple[CaseResult, ...]
+
+    @property
+    def max_error_ulp(self) -> float | None:
+        errors = [c.max_error_ulp for c in self.cases if c.max_error_ulp is not None]
+        return max(errors) if errors else None
+
+    def hover(self) -> str:
+        """One line per case: its status, error and reason (the HTML title, the Markdown footnote)."""
+        lines = []
+        for case in self.cases:
+            error = f" {case.max_error_ulp:.3g} ulp" if case.max_error_ulp is not None else ""
+            detail = f" - {case.detail}" if case.detail else ""
+            lines.append(f"{case.input_class}: {case.status}{error}{detail}")
+        return "\n".join(lines)
+
+
+def worst(statuses: Sequence[str]) -> str:
+    return max(statuses, key=SEVERITY.__getitem__)
+
+
+def rows(report: Report) -> list[tuple[str, str]]:
+    """(op, pass) rows in the order the cases were run, over every backend of the report."""
+    seen: dict[tuple[str, str], None] = {}
+    for backend in report.backends:
+        for case in backend.cases:
+            seen.setdefault((case.op, case.pass_), None)
+    return list(seen)
+
+
+def columns(report: Report) -> list[str]:
+    """The formats that appear in the report, in case order."""
+    seen: dict[str, None] = {}
+    for backend in report.backends:
+        for case in backend.cases:
+            seen.setdefault(case.format, None)
+    return list(seen)
+
+
+def cells(backend: BackendReport) -> dict[tuple[str, str, str], Cell]:
+    """(op, pass, format) -> Cell for one backend."""
+    grouped: dict[tuple[str, str, str], list[CaseResult]] = {}
+    for case in backend.cases:
+        grouped.setdefault((case.op, case.pass_, case.format), []).append(case)
+    return {key: Cell(worst([c.status for c in group]), tuple(group)) for key, group in grouped.items()}
+
+
+def problems(backend: BackendReport) -> list[CaseResult]:
+    """The cases that did not give right numbers: fail, error, crash, timeout."""
+    return [c for c in backend.cases if c.status in NOT_PASSING]

@@ -1,0 +1,188 @@
+"""The report dataclasses and their JSON form (schema "mpx-conformance/1")."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mpx.errors import ConformanceError
+
+SCHEMA = "mpx-conformance/1"
+STATUSES = ("pass", "fail", "unsupported", "upcast", "fallback", "error", "crash", "timeout")
+# How bad a status is, for matrix cells that fold several cases into one (worst shown) and for diffs.
+SEVERITY = {"pass": 0, "upcast": 1, "fallback": 2, "unsupported": 3, "fail": 4, "error": 5, "timeout": 6, "crash": 7}
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case on one backend: its status, the largest error in ULPs of the output format, and why."""
+
+    id: str
+    op: str
+    format: str
+    pass_: str
+    input_class: str
+    status: str
+    max_error_ulp: float | None = None
+    detail: str = ""
+    time_s: float = 0.0
+    support: str = ""
+    measured: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ConformanceError(f"case {self.id!r}: unknown status {self.status!r}; statuses: {', '.join(STATUSES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pass"] = data.pop("pass_")
+        error = self.max_error_ulp
+        data["max_error_ulp"] = error if error is not None and math.isfinite(error) else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseResult:
+        data = dict(data)
+        data["pass_"] = data.pop("pass")
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A requirement of a scenario that this backend does not meet, and why."""
+
+    op: str
+    format: str
+    pass_: str
+    why: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "format": self.format, "pass": self.pass_, "why": self.why, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    """Readiness of one scenario in one format column (under that column's policy)."""
+
+    scenario: str
+    format: str
+    policy: str
+    ready: bool
+    coverage: float
+    runs: float
+    required: int
+    missing: tuple[Missing, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["missing"] = [m.to_dict() for m in self.missing]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScenarioResult:
+        missing = tuple(
+            Missing(m["op"], m["format"], m["pass"], m.get("why", ""), m.get("reason", ""))
+            for m in data.get("missing", ())
+        )
+        return cls(
+            data["scenario"],
+            data["format"],
+            data.get("policy", ""),
+            bool(data["ready"]),
+            float(data["coverage"]),
+            float(data.get("runs", data["coverage"])),
+            int(data.get("required", 0)),
+            missing,
+        )
+
+
+@dataclass
+class BackendReport:
+    """Everything measured on one backend (or why it could not run)."""
+
+    name: str
+    available: bool
+    reason: str = ""
+    description: dict[str, Any] = field(default_factory=dict)
+    isolated: bool = False
+    cases: list[CaseResult] = field(default_factory=list)
+    scenarios: list[ScenarioResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "available": self.available,
+            "reason": self.reason,
+            "describe": self.description,
+            "isolated": self.isolated,
+            "cases": [c.to_dict() for c in self.cases],
+            "scenarios": [s.to_dict() for s in self.scenarios],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackendReport:
+        return cls(
+            data["name"],
+            bool(data["available"]),
+            data.get("reason", ""),
+            data.get("describe", {}),
+            data.get("isolated", False),
+            [CaseResult.from_dict(c) for c in data.get("cases", ())],
+            [ScenarioResult.from_dict(s) for s in data.get("scenarios", ())],
+        )
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for case in self.cases:
+            counts[case.status] += 1
+        return counts
+
+
+@dataclass
+class Report:
+    """A whole conformance run: metadata and one BackendReport per backend."""
+
+    metadata: dict[str, Any]
+    backends: list[BackendReport]
+    schema: str = SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "metadata": self.metadata, "backends": [b.to_dict() for b in self.backends]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "report") -> Report:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise ConformanceError(
+                f"{source} is not an mpx conformance report (schema {found!r}, expected {SCHEMA!r}); "
+                "write one with 'mpx conformance --json PATH'"
+            )
+        try:
+            return cls(data.get("metadata", {}), [BackendReport.from_dict(b) for b in data["backends"]])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConformanceError(
+                f"{source} is a malformed {SCHEMA} report ({type(error).__name__}: {error})"
+            ) from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Report:
+        """Read a JSON report written by `mpx conformance --json`."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConformanceError(f"cannot read report {str(path)!r}: {error.strerror or error}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConformanceError(
+                f"{str(path)!r} is not JSON ({error}); pass a report written by 'mpx conformance --json PATH'"
+            ) from None
+        return cls.from_dict(data, source=repr(str(path)))

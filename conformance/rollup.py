@@ -1,0 +1,78 @@
+"""Scenario roll-up: is a backend ready for a scenario in a format column, how far, and what is missing.
+
+A requirement (op, format, pass) is met when every case of it passes -- natively or through a declared
+decomposition. `upcast` and `fallback` cases run with the right numbers but not in the asked format or not on
+the device, so they do not make a scenario ready; they count in `runs` (the share of requirements that at
+least run correctly), while `coverage` is the share that is met.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from mpx.ops import all_ops
+
+from .report import SEVERITY, CaseResult, Missing, ScenarioResult
+from .scenarios import Requirement, Scenario
+
+RUNS = ("pass", "upcast", "fallback")
+
+
+def roll_up(
+    scenarios: Sequence[Scenario], cases: Iterable[CaseResult], formats: Sequence[str] | None = None
+) -> list[ScenarioResult]:
+    """One ScenarioResult per scenario x format column (columns restricted to `formats` when given)."""
+    by_key: dict[tuple[str, str, str], list[CaseResult]] = defaultdict(list)
+    for case in cases:
+        by_key[(case.op, case.format, case.pass_)].append(case)
+    known_ops = {op.name for op in all_ops()}
+    results = []
+    for scenario in scenarios:
+        for column in scenario.formats:
+            if formats is not None and column not in formats:
+                continue
+            results.append(_column(scenario, column, by_key, known_ops))
+    return results
+
+
+def _column(scenario: Scenario, column: str, by_key: dict, known_ops: set[str]) -> ScenarioResult:
+    column_policy = scenario.policy_for(column)
+    requirements = list(dict.fromkeys((r, r.resolve(column_policy).name) for r in scenario.requires))
+    missing, met, runs = [], 0, 0
+    for requirement, fmt in requirements:
+        cases = by_key.get((requirement.op, fmt, requirement.pass_), [])
+        reason = _unmet_reason(requirement, fmt, cases, known_ops)
+        if reason is None:
+            met += 1
+            runs += 1
+            continue
+        if cases and all(c.status in RUNS for c in cases):
+            runs += 1
+        missing.append(Missing(requirement.op, fmt, requirement.pass_, requirement.why, reason))
+    total = len(requirements)
+    return ScenarioResult(
+        scenario.name,
+        column,
+        column_policy.name or str(column_policy),
+        not missing and total > 0,
+        met / total if total else 0.0,
+        runs / total if total else 0.0,
+        total,
+        tuple(missing),
+    )
+
+
+def _unmet_reason(requirement: Requirement, fmt: str, cases: list[CaseResult], known_ops: set[str]) -> str | None:
+    """None when the requirement is met, else why not (the worst case speaks for it)."""
+    if requirement.op not in known_ops:
+        return f"op {requirement.op!r} is not in the op registry"
+    if not cases:
+        return f"no {requirement.op} {fmt} {requirement.pass_} case was run in this report"
+    if all(c.status == "pass" for c in cases):
+        return None
+    worst = max(cases, key=lambda c: SEVERITY[c.status])
+    bad = [c for c in cases if c.status != "pass"]
+    others = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+    detail = f": {worst.detail}" if worst.detail else ""
+    return f"{worst.status} in {worst.id}{detail}{others}"

@@ -1,0 +1,127 @@
+"""Running one case on one backend: support -> prepare -> run -> reference -> compare -> a CaseResult."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from mpx.backend import Backend
+from mpx.formats import format as lookup_format
+from mpx.ops import get_op
+from mpx.ops.check import compare, expected, prepare, result_formats
+
+from .cases import Case
+from .report import CaseResult
+
+OnResult = Callable[[CaseResult], None]
+
+
+class ReferenceCache:
+    """Prepared inputs and references of the cases of one run, shared between the backends it measures.
+
+    Inputs depend only on the case; references also on the overflow / subnormal semantics they are rounded under.
+    """
+
+    def __init__(self) -> None:
+        self._prepared: dict[str, Any] = {}
+        self._expected: dict[tuple[str, str, str], tuple[torch.Tensor, ...]] = {}
+
+    def prepared(self, case: Case) -> Any:
+        if case.id not in self._prepared:
+            op, fmt = get_op(case.op), lookup_format(case.format)
+            self._prepared[case.id] = prepare(op, fmt, case.input_class, case.pass_, case.seed)
+        return self._prepared[case.id]
+
+    def expected(self, case: Case, overflow: str, subnormals: str) -> tuple[torch.Tensor, ...]:
+        key = (case.id, overflow, subnormals)
+        if key not in self._expected:
+            op, fmt = get_op(case.op), lookup_format(case.format)
+            want = expected(op, fmt, self.prepared(case), case.pass_, overflow=overflow, subnormals=subnormals)
+            self._expected[key] = want
+        return self._expected[key]
+
+
+def run_case(backend: Backend, case: Case, cache: ReferenceCache | None = None) -> CaseResult:
+    """Run one case; never raises: whatever goes wrong becomes the case's status and detail."""
+    if case.is_semantics:
+        from .semantics import run_semantic_case
+
+        return run_semantic_case(backend, case)
+    cache = cache or ReferenceCache()
+    start = time.perf_counter()
+
+    def result(status: str, detail: str = "", error: float | None = None, support: str = "") -> CaseResult:
+        elapsed = time.perf_counter() - start
+        return CaseResult(
+            case.id, case.op, case.format, case.pass_, case.input_class, status, error, detail, elapsed, support
+        )
+
+    op, fmt = get_op(case.op), lookup_format(case.format)
+    try:
+        support = backend.support(op, fmt, case.pass_)
+    except Exception as error:
+        return result("error", f"support() raised {_describe(error)}")
+    if support.status == "unsupported":
+        return result(
+            "unsupported",
+            support.reason or f"{backend.name} does not run {case.op} in {case.format}",
+            support="unsupported",
+        )
+    try:
+        prepared = cache.prepared(case)
+    except Exception as error:
+        return result("error", f"preparing the inputs failed: {_describe(error)}", support=support.status)
+    try:
+        got = backend.run(op, fmt, prepared.storage_inputs, case.pass_, prepared.storage_grad_outputs)
+    except Exception as error:
+        return result("error", _describe(error), support=support.status)
+    problem = _contract_problem(op, fmt, case.pass_, got)
+    if problem:
+        return result("fail", problem, support=support.status)
+    try:
+        want = cache.expected(case, backend.overflow, backend.subnormals)
+        comparison = compare(op, fmt, tuple(got), want, prepared, case.pass_, subnormals=backend.subnormals)
+    except Exception as error:
+        return result("error", f"comparing with the reference failed: {_describe(error)}", support=support.status)
+    ulps = float(comparison.max_error_ulp)
+    if not comparison.passed:
+        return result("fail", comparison.detail, ulps, support.status)
+    if support.status in ("upcast", "fallback"):
+        return result(support.status, support.reason, ulps, support.status)
+    detail = f"decomposed: {support.reason}" if support.status == "decomposed" and support.reason else comparison.detail
+    return result("pass", detail, ulps, support.status)
+
+
+def run_cases(
+    backend: Backend, cases: Iterable[Case], on_result: OnResult | None = None, cache: ReferenceCache | None = None
+) -> list[CaseResult]:
+    """Run cases one after another in this process."""
+    cache = cache or ReferenceCache()
+    results = []
+    for case in cases:
+        outcome = run_case(backend, case, cache)
+        results.append(outcome)
+        if on_result:
+            on_result(outcome)
+    return results
+
+
+def _contract_problem(op: Any, fmt: Any, pass_: str, got: Any) -> str:
+    """What is wrong with the shape of a backend's answer (count, type, dtype), or ''."""
+    if not isinstance(got, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in got):
+        return f"run() must return a tuple of tensors, got {type(got).__name__}"
+    want = [f.torch_dtype for f in result_formats(op, fmt, pass_)]
+    what = "outputs" if pass_ == "forward" else "gradients"
+    if len(got) != len(want):
+        return f"run() returned {len(got)} {what}, expected {len(want)}"
+    for index, (tensor, dtype) in enumerate(zip(got, want, strict=True)):
+        if tensor.dtype != dtype and tensor.is_floating_point():
+            return f"{what}[{index}] is {tensor.dtype}, the contract says {dtype}"
+    return ""
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip()[:2000]

@@ -1,0 +1,97 @@
+"""Measuring a backend's overflow (inf / saturate) and subnormal (keep / flush) behaviour, per format.
+
+Each measurement is a case of its own (`semantics/fp16/overflow`): it runs a probe through the backend -- `add`
+where the format has arithmetic ops, the fp32 -> format `cast` for fp8 -- reads what came back, and passes when
+the measured behaviour is the one the backend declares (Backend.overflow / Backend.subnormals), since every
+other case's reference is rounded under that declaration.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from mpx.backend import Backend
+from mpx.formats import FP32, Format
+from mpx.formats import format as lookup_format
+from mpx.ops import all_ops
+
+from .cases import Case
+from .report import CaseResult
+
+
+def probe_op(fmt: Format):
+    """The op that measures `fmt`: add (two args in the format) or cast (one fp32 arg), or None."""
+    ops = {op.name: op for op in all_ops()}
+    if "add" in ops and ops["add"].supports_format(fmt):
+        return ops["add"]
+    if "cast" in ops and ops["cast"].supports_format(fmt) and fmt != FP32:
+        return ops["cast"]
+    return None
+
+
+def _probe_inputs(op_name: str, fmt: Format, prop: str) -> tuple[torch.Tensor, ...]:
+    """Inputs whose exact result overflows (overflow) or is the subnormal min_normal / 2 (subnormals)."""
+    if op_name == "add":
+        if prop == "overflow":
+            a = b = torch.tensor([fmt.max, -fmt.max], dtype=torch.float64)
+        else:  # both inputs normal, the exact sum subnormal: input flushing cannot hide output flushing
+            a = torch.tensor([1.5 * fmt.min_normal, -1.5 * fmt.min_normal], dtype=torch.float64)
+            b = -a / 1.5
+        return a.to(fmt.torch_dtype), b.to(fmt.torch_dtype)
+    if prop == "overflow":
+        return (torch.tensor([2 * fmt.max, -2 * fmt.max], dtype=torch.float32),)
+    return (torch.tensor([fmt.min_normal / 2, -fmt.min_normal / 2], dtype=torch.float32),)
+
+
+def classify(prop: str, fmt: Format, got: torch.Tensor) -> str:
+    """What the results show: inf / saturate for overflow, keep / flush for subnormals, or 'unclear: ...'."""
+    values = got.detach().to(torch.float64).flatten().tolist()
+    if prop == "overflow":
+        overflow_value = float("inf") if fmt.has_inf else float("nan")
+        if all(v != v for v in values) and not fmt.has_inf:
+            return "inf"
+        if values == [overflow_value, -overflow_value]:
+            return "inf"
+        if values == [fmt.max, -fmt.max]:
+            return "saturate"
+    else:
+        if values == [fmt.min_normal / 2, -fmt.min_normal / 2]:
+            return "keep"
+        if values == [0.0, 0.0]:
+            return "flush"
+    return f"unclear: got {values}"
+
+
+def run_semantic_case(backend: Backend, case: Case) -> CaseResult:
+    """Measure one property of one format; never raises."""
+    start = time.perf_counter()
+    fmt, prop = lookup_format(case.format), case.input_class
+
+    def result(status: str, detail: str, measured: str = "", support: str = "") -> CaseResult:
+        elapsed = time.perf_counter() - start
+        return CaseResult(
+            case.id, case.op, case.format, case.pass_, prop, status, None, detail, elapsed, support, measured
+        )
+
+    op = probe_op(fmt)
+    if op is None:
+        return result("unsupported", f"no probe op (add or cast) is defined in {fmt.name}")
+    declared = backend.overflow if prop == "overflow" else backend.subnormals
+    try:
+        support = backend.support(op, fmt, "forward")
+        if not support.runs:
+            return result(
+                "unsupported",
+                f"cannot measure {prop}: {op.name} in {fmt.name} is unsupported: {support.reason}",
+                support="unsupported",
+            )
+        outputs = backend.run(op, fmt, _probe_inputs(op.name, fmt, prop), "forward", None)
+        measured = classify(prop, fmt, outputs[0])
+    except Exception as error:
+        return result("error", f"{type(error).__name__}: {error}")
+    via = f"{op.name} in {fmt.name}" + (f" ({support.status})" if support.status != "native" else "")
+    if measured == declared:
+        return result("pass", f"{prop} {measured} (measured with {via}), as declared", measured, support.status)
+    return result("fail", f"declares {prop}={declared} but {via} measures {measured}", measured, support.status)

@@ -1,0 +1,148 @@
+"""A whole conformance run: pick backends, run their cases (in or out of process), roll up, collect metadata."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpx.errors import BackendUnavailableError, MpxError
+from mpx.formats import Format
+from mpx.plugins import DISTRIBUTION, get_backend, list_backends, registry
+from mpx.plugins import _reason_unavailable as reason_unavailable
+
+from .cases import Case
+from .isolation import BackendRef, run_isolated
+from .report import BackendReport, CaseResult, Report
+from .rollup import roll_up
+from .runner import ReferenceCache, run_cases
+from .scenarios import Scenario
+
+ProgressStart = Callable[[str, int], None]
+
+
+@dataclass
+class Selection:
+    """What to run: backends by name ('' for every one), scenarios, format columns and cases."""
+
+    backends: Sequence[str]
+    scenarios: Sequence[Scenario]
+    formats: Sequence[Format]
+    cases: Sequence[Case]
+    isolate: bool | None = None  # None: isolate the backends that are not built in
+    timeout: float = 60.0
+    workers: int = 2
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def is_builtin(name: str) -> bool:
+    """Whether the backend comes from mpx's own distribution (and so runs in-process by default)."""
+    base = name.partition(":")[0]
+    source = registry().sources.get(base, "")
+    return source.startswith(f"{DISTRIBUTION}:")
+
+
+def resolve_backends(names: Sequence[str]) -> list[tuple[str, str | None]]:
+    """(name, None) for each backend to run, (name, reason) for each that cannot run here.
+
+    No names: every backend mpx knows. Unknown names raise BackendNotFoundError before anything runs.
+    """
+    if not names:
+        return [(e.name, None if e.available else e.reason) for e in list_backends()]
+    found = registry()
+    chosen = []
+    for name in dict.fromkeys(names):
+        base, _, variant = name.partition(":")
+        spec = found.specs.get(base)
+        if spec is None or (variant and not spec.accepts_variant):
+            try:
+                found.create(name)  # raises the not-found / conflict / failed-plugin error with its message
+            except BackendUnavailableError as error:
+                chosen.append((name, str(error)))
+                continue
+        chosen.append((name, reason_unavailable(spec, variant)))
+    return chosen
+
+
+def run_suite(
+    selection: Selection,
+    on_start: ProgressStart | None = None,
+    on_result: Callable[[CaseResult], None] | None = None,
+) -> Report:
+    """Run the selection on each backend and return the report (cases, scenario roll-up, metadata)."""
+    started = time.time()
+    cache = ReferenceCache()
+    columns = [f.name for f in selection.formats]
+    reports = []
+    for name, unavailable in resolve_backends(selection.backends):
+        if unavailable is not None:
+            reports.append(BackendReport(name, False, unavailable))
+            continue
+        isolate = selection.isolate if selection.isolate is not None else not is_builtin(name)
+        if on_start:
+            on_start(name, len(selection.cases))
+        if isolate:
+            ref = BackendRef(name, dict(selection.options))
+            cases, description = run_isolated(ref, selection.cases, selection.timeout, selection.workers, on_result)
+        else:
+            try:
+                backend = get_backend(name, **selection.options)
+            except MpxError as error:
+                reports.append(BackendReport(name, False, str(error)))
+                continue
+            description = backend.describe()
+            cases = run_cases(backend, selection.cases, on_result, cache)
+        scenarios = roll_up(selection.scenarios, cases, columns)
+        reports.append(BackendReport(name, True, "", description, isolate, cases, scenarios))
+    return Report(run_metadata(started, selection), reports)
+
+
+def run_metadata(started: float, selection: Selection) -> dict[str, Any]:
+    """Versions, machine and time: what a reader needs to reproduce or compare a report."""
+    return {
+        "mpx": _version(DISTRIBUTION),
+        "torch": _version("torch"),
+        "onnxruntime": _onnxruntime_version(),
+        "python": platform.python_version(),
+        "machine": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "arch": platform.machine(),
+            "processor": platform.processor(),
+            "node": platform.node(),
+        },
+        "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 3),
+        "selection": {
+            "scenarios": [s.name for s in selection.scenarios],
+            "formats": [f.name for f in selection.formats],
+            "cases": len(selection.cases),
+            "timeout_s": selection.timeout,
+        },
+    }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _onnxruntime_version() -> str | None:
+    """The version of whichever distribution installs the onnxruntime module (without importing it)."""
+    for distribution in (
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "onnxruntime-openvino",
+        "onnxruntime-directml",
+        "onnxruntime-qnn",
+    ):
+        version = _version(distribution)
+        if version:
+            return f"{version} ({distribution})"
+    return None
