@@ -1,0 +1,145 @@
+"""Optimizer steps masked by a device flag: a skipped step changes nothing, and nothing is read to the host.
+
+SGD, Adam and AdamW get their own update here (fp32 arithmetic, state stored in chosen formats, under
+torch.optim's state keys so optimizer.state_dict() still works). Any other optimizer runs its own step
+between a snapshot and a torch.where restore.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from .optim_state import StateFormats
+
+
+def _write(target: torch.Tensor, skip: torch.Tensor, new: torch.Tensor) -> None:
+    """target <- target where skip, else new (rounded to target's dtype, nearest-even)."""
+    target.copy_(torch.where(skip, target, new))
+
+
+def _state_tensor(state: dict, key: str, like: torch.Tensor, formats: StateFormats) -> torch.Tensor:
+    dtype = formats.for_key(key).torch_dtype
+    if key not in state:
+        state[key] = torch.zeros_like(like, dtype=dtype, memory_format=torch.preserve_format)
+    elif state[key].dtype != dtype:
+        state[key] = state[key].to(dtype)
+    return state[key]
+
+
+def _adam(group: dict, state: dict, param: torch.Tensor, grad: torch.Tensor, skip: torch.Tensor,
+          formats: StateFormats, decoupled: bool) -> None:
+    beta1, beta2 = group["betas"]
+    lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+    if "step" not in state:
+        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+    step = state["step"]
+    new_step = step + 1
+    step.copy_(torch.where(skip, step, new_step))
+    exp_avg = _state_tensor(state, "exp_avg", param, formats)
+    exp_avg_sq = _state_tensor(state, "exp_avg_sq", param, formats)
+    g = -grad if group.get("maximize", False) else grad
+    p32 = param.float()
+    if weight_decay and decoupled:
+        p32 = p32 * (1 - lr * weight_decay)
+    elif weight_decay:
+        g = g + weight_decay * p32
+    m = exp_avg.float().lerp(g, 1 - beta1)
+    v = torch.addcmul(exp_avg_sq.float() * beta2, g, g, value=1 - beta2)
+    bias_correction1 = 1 - torch.pow(beta1, new_step)
+    bias_correction2_sqrt = torch.sqrt(1 - torch.pow(beta2, new_step))
+    denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+    _write(param, skip, p32 - (m / denom) * (lr / bias_correction1))
+    _write(exp_avg, skip, m)
+    _write(exp_avg_sq, skip, v)
+
+
+def _sgd(group: dict, state: dict, param: torch.Tensor, grad: torch.Tensor, skip: torch.Tensor,
+         formats: StateFormats) -> None:
+    momentum, dampening, weight_decay = group["momentum"], group["dampening"], group["weight_decay"]
+    g = -grad if group.get("maximize", False) else grad
+    p32 = param.float()
+    if weight_decay:
+        g = g + weight_decay * p32
+    if momentum:
+        if state.get("momentum_buffer", 0) is None:
+            del state["momentum_buffer"]
+        buffer = _state_tensor(state, "momentum_buffer", param, formats)
+        # torch's formula; from a zero buffer it gives torch's first step (buffer = grad) when dampening is 0
+        new_buffer = torch.add(buffer.float() * momentum, g, alpha=1 - dampening)
+        _write(buffer, skip, new_buffer)
+        g = g + momentum * new_buffer if group["nesterov"] else new_buffer
+    _write(param, skip, p32 - g * group["lr"])
+
+
+def _own_update(optimizer: torch.optim.Optimizer) -> str | None:
+    """'adam', 'adamw', 'sgd' when mpx's masked update reproduces this optimizer, else None."""
+    kind = type(optimizer)
+    if kind is torch.optim.SGD:
+        return "sgd"
+    if kind in (torch.optim.Adam, torch.optim.AdamW):
+        group = optimizer.defaults
+        if group.get("amsgrad") or group.get("differentiable"):
+            return None
+        decoupled = kind is torch.optim.AdamW or group.get("decoupled_weight_decay", False)
+        return "adamw" if decoupled else "adam"
+    return None
+
+
+def masked_step(
+    optimizer: torch.optim.Optimizer,
+    grads: dict[torch.Tensor, torch.Tensor],
+    skip: torch.Tensor,
+    formats: StateFormats,
+) -> None:
+    """Step `optimizer` with fp32 `grads` (keyed by the tensors it optimizes) unless the 0-d bool `skip` is set."""
+    kind = _own_update(optimizer)
+    if kind is None:
+        _generic_step(optimizer, grads, skip)
+        return
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                grad = grads.get(param)
+                if grad is None:
+                    continue
+                state = optimizer.state[param]
+                if kind == "sgd":
+                    _sgd(group, state, param, grad, skip, formats)
+                else:
+                    _adam(group, state, param, grad, skip, formats, decoupled=kind == "adamw")
+
+
+def _generic_step(
+    optimizer: torch.optim.Optimizer, grads: dict[torch.Tensor, torch.Tensor], skip: torch.Tensor
+) -> None:
+    """Run the optimizer's own step, then restore everything it touched where `skip` is set."""
+    for param, grad in grads.items():
+        param.grad = grad.to(param.dtype)
+    states = optimizer.state
+    if any(not isinstance(v, torch.Tensor) for s in states.values() for v in s.values()):
+        warnings.warn(
+            f"{type(optimizer).__name__} keeps non-tensor state: mpx reads the skip flag on the host to mask its step",
+            stacklevel=3,
+        )
+        if not bool(skip):  # the only host sync, for optimizers whose state torch.where cannot restore
+            optimizer.step()
+        return
+    with torch.no_grad():
+        params = [p for g in optimizer.param_groups for p in g["params"] if p in grads]
+        saved_params = [p.clone() for p in params]
+        saved_state = {p: {k: v.clone() for k, v in states[p].items()} for p in params if p in states}
+        optimizer.step()
+        for param, saved in zip(params, saved_params, strict=True):
+            param.copy_(torch.where(skip, saved, param))
+        for param in params:
+            before = saved_state.get(param, {})
+            for key, value in states[param].items():
+                if isinstance(value, torch.Tensor):
+                    value.copy_(torch.where(skip, before[key] if key in before else torch.zeros_like(value), value))
+
+
+def has_own_update(optimizer: torch.optim.Optimizer) -> bool:
+    return _own_update(optimizer) is not None
+
