@@ -63,8 +63,9 @@ def fused_step(
     for name, tensor in (("grad_scale", grad_scale), ("found_inf", found_inf)):
         if tensor is not None and (not isinstance(tensor, torch.Tensor) or tensor.numel() != 1):
             raise ScalingError(f"{name} must be a one-element tensor on the parameters' device, not {tensor!r:.60}")
-    optimizer.grad_scale = None if grad_scale is None else grad_scale.float()
-    optimizer.found_inf = found_inf.float()
+    # the fused kernels update 0-d step counters in place: give them 0-d views (no copy, no sync)
+    optimizer.grad_scale = None if grad_scale is None else grad_scale.float().reshape(())
+    optimizer.found_inf = found_inf.float().reshape(())
     try:
         optimizer.step()
     finally:

@@ -64,7 +64,6 @@ def run_on_device(
     """The op's outputs (forward) or input gradients (backward), back on the CPU in the contract's dtypes."""
     if len(inputs) != op.arity:
         raise OpError(f"op {op.name!r} takes {op.arity} inputs, got {len(inputs)}")
-    out_dtype = op.output_format(fmt).torch_dtype
     backward = pass_ == "backward"
     if backward and grad_outputs is None:
         raise OpError(f"backward of {op.name!r} needs grad_outputs, one per output")
@@ -84,7 +83,11 @@ def run_on_device(
         outputs = op.reference(*computed, **op.attrs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     if not backward:
-        return tuple((o.to(out_dtype) if o.is_floating_point() else o).cpu() for o in outputs)
+        formats = op.output_formats(fmt)
+        if len(formats) != len(outputs):
+            raise OpError(f"op {op.name!r} declares {len(formats)} outputs, its reference returned {len(outputs)}")
+        pairs = zip(outputs, formats, strict=True)
+        return tuple((o.to(f.torch_dtype) if o.is_floating_point() else o).cpu() for o, f in pairs)
     return _gradients(op, fmt, leaves, outputs, grad_outputs, device)
 
 
