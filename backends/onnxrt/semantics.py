@@ -1,0 +1,90 @@
+"""Measured numerics of an EP per format: overflow (inf or saturate) and subnormals (keep or flush).
+
+Tiny probe graphs: x (fp32) -> Cast to the format -> Mul by a constant in the format -> Cast to fp32.
+Formats without an ONNX Mul (fp8) are probed with the Cast alone. What the EP returns decides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mpx.formats import FP32, Format
+
+from .builder import FLOAT, GraphBuilder
+from .providers import Options, create_session, session_options
+
+
+@dataclass(frozen=True)
+class Semantics:
+    """What one format does on the EP, and through which probe it was seen."""
+
+    overflow: str  # inf | saturate | unknown
+    subnormals: str  # keep | flush | unknown
+    probe: str  # the probe graph: "Mul" or "Cast", or why none ran
+
+    def to_dict(self) -> dict[str, str]:
+        return {"overflow": self.overflow, "subnormals": self.subnormals, "probe": self.probe}
+
+
+def _cast_lanes(fmt: Format) -> bytes:
+    builder = GraphBuilder(f"mpx_semantics_{fmt.name}")
+    x = builder.cast(builder.input("x", FLOAT, (2,)), fmt.onnx_type)
+    builder.output(builder.cast(x, FLOAT), FLOAT)
+    return builder.model().SerializeToString()
+
+
+def _probe_inputs(fmt: Format, with_mul: bool) -> np.ndarray:
+    """[value that overflows, value that becomes subnormal], before (Cast probe) or after (Mul probe) x2 / x0.5."""
+    if with_mul:
+        return np.array([fmt.max, fmt.min_normal], dtype=np.float32)  # * [2, 0.5] below
+    next_up = fmt.max + 2.0 ** (math.floor(math.log2(fmt.max)) - fmt.mantissa_bits)
+    return np.array([next_up, 3 * fmt.min_subnormal], dtype=np.float32)
+
+
+def measure(fmt: Format, provider: str, options: Options, config: Options) -> Semantics:
+    """Run the probes for `fmt` on `provider`; the Mul probe where the EP runs it, else the Cast probe."""
+    reasons = []
+    for with_mul in (True, False) if fmt != FP32 else (True,):
+        try:
+            model = _mul_lanes(fmt) if with_mul else _cast_lanes(fmt)
+            session = create_session(model, provider, options, session_options(provider, config))
+            result = session.run(None, {"x": _probe_inputs(fmt, with_mul)})[0]
+        except Exception as error:
+            reasons.append(f"{'Mul' if with_mul else 'Cast'}: {str(error)[:160]}")
+            continue
+        return _classify(fmt, result, "Mul" if with_mul else "Cast")
+    return Semantics("unknown", "unknown", "; ".join(reasons))
+
+
+def _mul_lanes(fmt: Format) -> bytes:
+    """One Mul per lane: x2 for the overflow lane, x0.5 for the subnormal lane."""
+    builder = GraphBuilder(f"mpx_semantics_{fmt.name}")
+    x = builder.input("x", FLOAT, (2,))
+    if fmt != FP32:
+        x = builder.cast(x, fmt.onnx_type)
+    y = builder.node("Mul", [x, builder.const(np.array([2.0, 0.5]), fmt.onnx_type)])
+    builder.output(builder.cast(y, FLOAT) if fmt != FP32 else y, FLOAT)
+    return builder.model().SerializeToString()
+
+
+def _classify(fmt: Format, result: Any, probe: str) -> Semantics:
+    big, small = float(result[0]), float(result[1])
+    if math.isinf(big) or math.isnan(big):
+        overflow = "inf"
+    elif abs(big) == fmt.max:
+        overflow = "saturate"
+    else:
+        overflow = "unknown"
+    subnormals = "flush" if small == 0.0 else ("keep" if small < fmt.min_normal else "unknown")
+    return Semantics(overflow, subnormals, probe)
+
+
+def summarize(per_format: dict[str, Semantics]) -> tuple[str, str]:
+    """The backend-wide (overflow, subnormals): saturate / flush if any measured format does so."""
+    overflows = {s.overflow for s in per_format.values()}
+    subnormals = {s.subnormals for s in per_format.values()}
+    return ("saturate" if "saturate" in overflows else "inf"), ("flush" if "flush" in subnormals else "keep")

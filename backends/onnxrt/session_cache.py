@@ -1,0 +1,59 @@
+"""The cache of compiled graphs (session + support verdict) per (op, format, pass, shape class), with counters."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpx.backend import Support
+
+
+@dataclass
+class CompiledGraph:
+    """One op graph as onnxruntime runs it: the session (None when unsupported) and the truthful verdict."""
+
+    support: Support
+    session: Any = None
+    input_names: tuple[str, ...] = ()
+    input_dtypes: tuple[Any, ...] = ()  # numpy dtypes the session is fed
+    output_kinds: tuple[Any, ...] = ()  # torch dtypes the outputs are returned in
+    nodes: tuple[str, ...] = ()  # op types of the optimized graph, for reports
+
+
+@dataclass
+class SessionCache:
+    """Thread-safe map key -> CompiledGraph; a failed build is cached as its verdict and poisons nothing else."""
+
+    entries: dict[Hashable, CompiledGraph] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def get(self, key: Hashable, build: Callable[[], CompiledGraph]) -> CompiledGraph:
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.hits += 1
+            return entry
+        with self._lock:
+            entry = self.entries.get(key)
+            if entry is None:
+                self.misses += 1
+                entry = build()
+                self.entries[key] = entry
+            else:
+                self.hits += 1
+            return entry
+
+    def forget(self, key: Hashable) -> None:
+        with self._lock:
+            self.entries.pop(key, None)
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def stats(self) -> dict[str, Any]:
+        return {"entries": len(self.entries), "hits": self.hits, "misses": self.misses, "hit_rate": self.hit_rate}
