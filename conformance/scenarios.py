@@ -103,6 +103,8 @@ def load_scenarios(directory: Path = SCENARIO_DIR) -> dict[str, Scenario]:
 def select_scenarios(names: Sequence[str], directory: Path = SCENARIO_DIR) -> list[Scenario]:
     """The named scenarios (all when `names` is empty); an unknown name lists the valid ones."""
     scenarios = load_scenarios(directory)
+    if names and not scenarios:
+        raise ConformanceError(f"no scenario manifests in {directory}; add <name>.toml files there")
     for name in names:
         if name not in scenarios:
             from mpx.errors import unknown_name_message

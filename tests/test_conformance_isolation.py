@@ -4,10 +4,10 @@ import sys
 
 import pytest
 from conformance_helpers import install_fake_plugin, load_json
-
-from mpx.cli import main
 from mpx.conformance.cases import generate
 from mpx.conformance.isolation import BackendRef, run_isolated
+
+from mpx.cli import main
 from mpx.formats import format as lookup_format
 from mpx.plugins import reload_plugins
 

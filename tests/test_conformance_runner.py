@@ -1,11 +1,11 @@
 """The runner: support -> prepare -> run -> reference -> compare, and every outcome mapped to a status."""
 
 import torch
-
-from mpx import Support
 from mpx.backends.cpu.backend import CpuBackend
 from mpx.conformance.cases import Case
 from mpx.conformance.runner import run_case, run_cases
+
+from mpx import Support
 
 CASE = Case("add", "bf16", "forward", "normal")
 

@@ -1,7 +1,6 @@
 """Overflow and subnormal handling are measured, not taken on trust."""
 
 import pytest
-
 from mpx.backends.cpu.backend import CpuBackend
 from mpx.conformance.cases import Case
 from mpx.conformance.runner import run_case
