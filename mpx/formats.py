@@ -69,9 +69,15 @@ class Format:
         return self.bits == 8
 
     def ulp(self, x: torch.Tensor) -> torch.Tensor:
-        """The spacing of this format at |x| (the subnormal spacing below min_normal), as float64."""
-        magnitude = x.abs().to(torch.float64).clamp(min=self.min_normal)
-        return torch.exp2(torch.floor(torch.log2(magnitude)) - self.mantissa_bits)
+        """The spacing of this format at |x| (the subnormal spacing below min_normal), as float64.
+
+        Exact: the exponent comes from frexp and the power of two is built from its bits (inf stays inf).
+        """
+        magnitude = x.detach().abs().to(torch.float64).clamp(min=self.min_normal)
+        _, exponent = torch.frexp(magnitude)  # magnitude = m * 2**exponent with m in [0.5, 1)
+        biased = (exponent.to(torch.int64) - 1 - self.mantissa_bits + 1023).clamp(1, 2046)
+        spacing = (biased << 52).view(torch.float64)
+        return torch.where(magnitude.isfinite(), spacing, magnitude)
 
     def round(self, x: ArrayLike, *, overflow: Overflow = "inf", subnormals: Subnormals = "keep") -> ArrayLike:
         """x rounded to this format (nearest, ties to even), as values of x's own float dtype.
@@ -127,14 +133,15 @@ def _round_tensor(fmt: Format, x: torch.Tensor, overflow: Overflow, subnormals: 
         raise FormatError(f"overflow must be 'inf' or 'saturate', not {overflow!r}")
     if subnormals not in ("keep", "flush"):
         raise FormatError(f"subnormals must be 'keep' or 'flush', not {subnormals!r}")
-    if overflow == "saturate":
-        x = x.clamp(-fmt.max, fmt.max)  # keeps NaN; what overflowed now rounds to +-max
     if x.dtype == fmt.torch_dtype:
         rounded = x.clone()
     elif x.dtype in (torch.float32, torch.float16, torch.bfloat16) and fmt.bits < torch.finfo(x.dtype).bits:
         rounded = _round_by_cast(fmt, x)
     else:
         rounded = _round_bits(fmt, x)
+    if overflow == "saturate":  # what overflowed (inf inputs too) becomes +-max, NaN stays NaN
+        overflowed = rounded.isinf() if fmt.has_inf else rounded.isnan() & ~x.isnan()
+        rounded = torch.where(overflowed, torch.full_like(rounded, fmt.max).copysign(x), rounded)
     if subnormals == "flush":
         rounded = rounded * (rounded.abs() >= fmt.min_normal)  # keeps the sign of zero, inf and NaN
     return rounded
@@ -143,15 +150,22 @@ def _round_tensor(fmt: Format, x: torch.Tensor, overflow: Overflow, subnormals: 
 def _round_by_cast(fmt: Format, x: torch.Tensor) -> torch.Tensor:
     """torch's own conversion: a single correctly rounded step from fp32/fp16/bf16.
 
-    torch saturates e4m3fn on overflow; DESIGN.md wants NaN there, so what lies past the
-    rounding boundary above max (the midpoint to the next binade step) becomes NaN.
+    torch saturates e4m3fn on overflow; DESIGN.md (and ml_dtypes) want NaN there. A saturated value
+    reads +-max, so only the inputs that came out as +-max are looked at again: those past the
+    rounding boundary above max (the midpoint to the next step) become NaN, in the 1-byte codes.
     """
-    rounded = x.to(fmt.torch_dtype).to(x.dtype)
     if not fmt.has_inf:
-        boundary = fmt.max + 2.0 ** (math.floor(math.log2(fmt.max)) - fmt.mantissa_bits - 1)
-        rounded.masked_fill_(x.abs() > boundary, float("nan"))
-    return rounded
-
+        x = x.contiguous()  # the codes below are indexed like x.reshape(-1)
+    low = x.to(fmt.torch_dtype)
+    if not fmt.has_inf:
+        codes = low.view(torch.uint8).reshape(-1)
+        max_code = 0x80 | (2**fmt.exponent_bits - 1) << fmt.mantissa_bits | (2**fmt.mantissa_bits - 2)
+        at_max = torch.nonzero((codes | 0x80) == max_code).squeeze(1)  # +-max, either sign
+        if at_max.numel():
+            boundary = fmt.max + 2.0 ** (math.floor(math.log2(fmt.max)) - fmt.mantissa_bits - 1)
+            past = at_max[x.reshape(-1)[at_max].abs() > boundary]
+            codes[past] |= 0x7F  # the all-ones exponent and mantissa: NaN, keeping the sign
+    return low.to(x.dtype)
 
 def _round_bits(fmt: Format, x: torch.Tensor) -> torch.Tensor:
     """Exact rounding by integer arithmetic on the bits of x: a single rounding from any float dtype.
