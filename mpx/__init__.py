@@ -2,9 +2,11 @@
 
 from .backend import Backend, Support
 from .backend_spec import BackendSpec
+from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import (
     BackendNotFoundError,
     BackendUnavailableError,
+    CheckpointError,
     ConformanceError,
     FormatError,
     MpxError,
@@ -14,13 +16,33 @@ from .errors import (
     ScalingError,
 )
 from .formats import FORMATS, Format, format
+from .functional import has_overflow, mse_loss, scale_gradients
 from .hookspecs import hookimpl
+from .optim_state import LEAN_ADAM, StateFormats, bytes_per_parameter, state_formats
 from .plugins import get_backend, list_backends, reload_plugins
 from .policy import PRESETS, Policy, policy
+from .scaling import DynamicLossScaler, LossScaler, NoOpLossScaler, StaticLossScaler
+from .trainer import MixedPrecision, StepResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
+    "DynamicLossScaler",
+    "LEAN_ADAM",
+    "LossScaler",
+    "MixedPrecision",
+    "NoOpLossScaler",
+    "StateFormats",
+    "StaticLossScaler",
+    "StepResult",
+    "bytes_per_parameter",
+    "has_overflow",
+    "load_checkpoint",
+    "mse_loss",
+    "save_checkpoint",
+    "scale_gradients",
+    "state_formats",
     "FORMATS",
     "PRESETS",
     "Backend",

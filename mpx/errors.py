@@ -42,6 +42,10 @@ class ConformanceError(MpxError, ValueError):
     """Bad input to the conformance suite: unknown scenario, format, case id, output path."""
 
 
+class CheckpointError(MpxError, OSError):
+    """A checkpoint that cannot be written or read (missing folder, missing or foreign file)."""
+
+
 def closest(name: str, known: Iterable[str]) -> str | None:
     """The known name closest to `name`, if any is close enough to suggest."""
     matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)

@@ -1,0 +1,139 @@
+"""`mpx train`: an MLP on a synthetic regression task (MSE) with a backend and a precision preset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from .backend import Backend
+from .errors import MpxError
+from .functional import mse_loss
+from .optim_state import FP32_STATE, LEAN_ADAM
+from .optim_state import bytes_per_parameter as measure_bytes
+from .plugins import get_backend
+from .trainer import MixedPrecision
+
+STATE_RECIPES = {"fp32": FP32_STATE, "lean": LEAN_ADAM}
+
+
+@dataclass
+class TrainSummary:
+    """The outcome of one run; `final_loss` is the mean loss of the last 10 steps."""
+
+    backend: str
+    precision: str
+    steps: int
+    seed: int
+    final_loss: float
+    steps_skipped: int
+    final_scale: float
+    step_time_ms: float
+    bytes_per_param: float
+    master_weights: bool
+
+
+def make_task(seed: int, inputs: int = 32, samples: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """A teacher network's outputs on Gaussian inputs: y = tanh(x W1) w2, learnable by an MLP."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(samples, inputs, generator=generator)
+    w1 = torch.randn(inputs, 64, generator=generator) / inputs**0.5
+    w2 = torch.randn(64, 1, generator=generator) / 8
+    return x, torch.tanh(x @ w1) @ w2
+
+
+def make_model(seed: int, inputs: int = 32, hidden: int = 128) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(inputs, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden), torch.nn.GELU(),
+        torch.nn.Linear(hidden, 1),
+    )
+
+
+def train(
+    backend: str | Backend = "cpu",
+    precision: str = "bf16-mixed",
+    steps: int = 200,
+    seed: int = 0,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    hidden: int = 128,
+    loss_scale: Any = None,
+    master_weights: bool = True,
+    state_recipe: str = "fp32",
+    progress: bool = False,
+) -> TrainSummary:
+    """Train the MLP for `steps` Adam steps; the data order depends on `seed` only."""
+    if steps < 1:
+        raise MpxError(f"--steps must be >= 1, got {steps}")
+    resolved = get_backend(backend) if isinstance(backend, str) else backend
+    x, y = make_task(seed)
+    model = make_model(seed, x.shape[1], hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    mp = MixedPrecision(model, optimizer, resolved, precision, loss_scale, master_weights=master_weights,
+                        state_formats=STATE_RECIPES[state_recipe])
+    order = torch.Generator().manual_seed(seed + 1)
+    losses: list[torch.Tensor] = []
+    device = resolved.device
+    start = time.perf_counter()
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"{precision} on {resolved.name}", total=steps)
+        for _ in range(steps):
+            index = torch.randint(0, x.shape[0], (batch_size,), generator=order)
+            inputs, targets = x[index].to(device), y[index].to(device)
+            mp.zero_grad()
+            with mp.autocast():
+                out = model(inputs.to(next(model.parameters()).dtype))
+            loss = mse_loss(out, targets)
+            mp.backward(loss)
+            mp.step()
+            losses.append(loss.detach())
+            bar.advance(task)
+    elapsed = time.perf_counter() - start
+    tail = torch.stack(losses[-10:]).float()
+    return TrainSummary(
+        backend=resolved.name, precision=str(mp.policy), steps=steps, seed=seed,
+        final_loss=float(tail.mean()), steps_skipped=int(mp.skipped_steps), final_scale=float(mp.scaler.loss_scale),
+        step_time_ms=1000 * elapsed / steps, bytes_per_param=measure_bytes(model, optimizer, mp),
+        master_weights=master_weights,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `mpx train` command: train, print a summary, optionally write JSON."""
+    options = dict(steps=args.steps, seed=args.seed, lr=args.lr, batch_size=args.batch_size, hidden=args.hidden,
+                   loss_scale=args.loss_scale, state_recipe=args.state_formats)
+    summary = train(args.backend, args.precision, master_weights=not args.no_master_weights,
+                    progress=not args.no_progress, **options)
+    fp32 = train(args.backend, "fp32", progress=not args.no_progress, **options) if args.compare_fp32 else None
+    title = f"mpx train: {summary.precision} on {summary.backend}, {summary.steps} steps, seed {summary.seed}"
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("final loss", f"{summary.final_loss:.6g}")
+    if fp32 is not None:
+        table.add_row("fp32 final loss (same seed)", f"{fp32.final_loss:.6g}")
+        table.add_row("relative difference", f"{(summary.final_loss - fp32.final_loss) / fp32.final_loss:+.2%}")
+    table.add_row("steps skipped", str(summary.steps_skipped))
+    table.add_row("final loss scale", f"{summary.final_scale:g}")
+    table.add_row("step time", f"{summary.step_time_ms:.2f} ms")
+    table.add_row("bytes / parameter", f"{summary.bytes_per_param:.2f}")
+    table.add_row("master weights", "yes" if summary.master_weights else "no")
+    Console().print(table)
+    if args.json:
+        result = asdict(summary)
+        if fp32 is not None:
+            result["fp32_final_loss"] = fp32.final_loss
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as error:
+            raise MpxError(f"cannot write --json {args.json}: {error.strerror}") from error
+    return 0
