@@ -89,7 +89,9 @@ class Format:
             return _round_tensor(self, x, overflow, subnormals)
         if isinstance(x, np.ndarray):
             if x.dtype not in (np.float16, np.float32, np.float64):
-                raise FormatError(f"round needs a float16/32/64 array, got {x.dtype}; convert it with .astype(np.float32)")
+                raise FormatError(
+                    f"round needs a float16/32/64 array, got {x.dtype}; convert it with .astype(np.float32)"
+                )
             return _round_tensor(self, torch.from_numpy(np.ascontiguousarray(x)), overflow, subnormals).numpy()
         if isinstance(x, (float, int)):
             return float(_round_tensor(self, torch.tensor([float(x)], dtype=torch.float64), overflow, subnormals))
@@ -102,7 +104,9 @@ class Format:
 FP32 = Format("fp32", 8, 23, True, torch.float32, _ONNX_FLOAT, ("float32", "float", "f32"))
 FP16 = Format("fp16", 5, 10, True, torch.float16, _ONNX_FLOAT16, ("float16", "half", "f16"))
 BF16 = Format("bf16", 8, 7, True, torch.bfloat16, _ONNX_BFLOAT16, ("bfloat16", "b16"))
-FP8_E4M3 = Format("fp8_e4m3", 4, 3, False, torch.float8_e4m3fn, _ONNX_FLOAT8E4M3FN, ("e4m3", "e4m3fn", "float8_e4m3fn", "fp8_e4m3fn"))
+FP8_E4M3 = Format(
+    "fp8_e4m3", 4, 3, False, torch.float8_e4m3fn, _ONNX_FLOAT8E4M3FN, ("e4m3", "e4m3fn", "float8_e4m3fn", "fp8_e4m3fn")
+)
 FP8_E5M2 = Format("fp8_e5m2", 5, 2, True, torch.float8_e5m2, _ONNX_FLOAT8E5M2, ("e5m2", "float8_e5m2"))
 
 FORMATS: tuple[Format, ...] = (FP32, FP16, BF16, FP8_E4M3, FP8_E5M2)
@@ -176,21 +180,25 @@ def _round_bits(fmt: Format, x: torch.Tensor) -> torch.Tensor:
     int_dtype, source_mantissa, source_min_normal = _BIT_LAYOUT[source.dtype]
     if fmt.mantissa_bits > source_mantissa:
         raise FormatError(f"cannot round {x.dtype} values to the wider format {fmt.name}")
-    bits = source.contiguous().view(int_dtype)
-    magnitude_mask = torch.iinfo(int_dtype).max
-    magnitude = bits & magnitude_mask
+
+    def bits_of(value: float) -> int:
+        return int(torch.tensor(value, dtype=source.dtype).view(int_dtype))
+
+    flat = source.reshape(-1).contiguous()
+    bits = flat.view(int_dtype)
+    magnitude = bits & torch.iinfo(int_dtype).max
+    sign = bits & torch.iinfo(int_dtype).min
+    is_nan = magnitude > bits_of(math.inf)
+    rounded = magnitude.clone()
     shift = source_mantissa - fmt.mantissa_bits
-    if shift:
-        lsb = (magnitude >> shift) & 1
-        magnitude = (magnitude + ((1 << (shift - 1)) - 1) + lsb) & ~((1 << shift) - 1)
-    result = (magnitude | (bits & ~magnitude_mask)).view(source.dtype)
+    if shift:  # add just under half a unit, plus the kept lowest bit (ties to even), then cut
+        rounded.add_((rounded >> shift) & 1).add_((1 << (shift - 1)) - 1).bitwise_and_(~((1 << shift) - 1))
+    overflow_bits = bits_of(math.inf) if fmt.has_inf else bits_of(math.nan)
+    rounded.masked_fill_(rounded > bits_of(fmt.max), overflow_bits)
+    rounded.bitwise_or_(sign)
+    result = torch.where(is_nan, bits, rounded).view(source.dtype)
     if fmt.min_normal > source_min_normal:  # below the format's normals the spacing is fixed
-        quantum = fmt.min_subnormal
-        small = source.abs() < fmt.min_normal
-        result = torch.where(small, torch.round(source / quantum) * quantum, result)
-    overflowed = result.abs() > fmt.max
-    result = result.masked_fill(overflowed, float("inf") if fmt.has_inf else float("nan"))
-    if fmt.has_inf:
-        result = torch.copysign(result, source)
-    result = torch.where(source.isnan(), source, result)
-    return result.to(x.dtype)
+        small = torch.nonzero(magnitude < bits_of(fmt.min_normal)).squeeze(1)
+        if small.numel():
+            result[small] = torch.round(flat[small] / fmt.min_subnormal) * fmt.min_subnormal
+    return result.reshape(x.shape).to(x.dtype)
