@@ -120,6 +120,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         collector = BackendCollector.from_parent(
             session,
             name=f"mpx-conformance[{name}]",
+            nodeid=f"mpx-conformance[{name}]",
             backend=name,
             reason=reason,
             cases=cases,
