@@ -228,12 +228,12 @@ def accumulation_terms(op: OpSpec, prepared: Prepared, pass_: Pass) -> tuple[tup
             f"op {op.name!r}: accumulation tolerance needs an ops.magnitude.Magnitude, not {type(magnitude).__name__}"
         )
     inputs = prepared.inputs
-    absolute = tuple(t.abs() if t.is_floating_point() else t for t in inputs)
+    absolute = inputs if magnitude.signed else tuple(t.abs() if t.is_floating_point() else t for t in inputs)
     with torch.no_grad():
         if pass_ == "forward":
             terms = magnitude.forward(*absolute, **op.attrs)
             return tuple(terms), lengths(magnitude.forward_n(*inputs, **op.attrs), len(terms))
-        abs_grads = tuple(g.abs() for g in prepared.grad_outputs)
+        abs_grads = tuple(g if magnitude.signed else g.abs() for g in prepared.grad_outputs)
         if magnitude.backward is None:
             terms = vjp(magnitude.forward, op.differentiable_args, absolute, abs_grads, op.attrs)
         else:

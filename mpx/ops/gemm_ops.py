@@ -1,8 +1,13 @@
-"""GEMM-like model ops (low precision under autocast, fp32 accumulation): matmul, linear, conv2d."""
+"""GEMM-like model ops (low precision under autocast, fp32 accumulation): matmul, linear, conv2d.
+
+Their error bound is the classic one of an fp32 dot product: magnitude = the op applied to |inputs|
+(the sum of |terms|), n = the reduction length; the backward terms come from autograd through it.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..formats import Format
 from . import inputs as gen
@@ -11,27 +16,63 @@ from .registry import register
 from .spec import Arg, InputClass, OpSpec, Tolerance
 
 ACCUMULATED = Tolerance(1.0, accumulation=True)
-_MATMUL_SHAPES = {
+CLASSES = ("normal", "special", "odd-shape", "long-reduction")
+# (m, k, n): k is the reduction length
+_GEMM_SHAPES = {
     "normal": (16, 32, 8),
     "special": (8, 16, 8),
     "odd-shape": (17, 33, 7),
     "long-reduction": (4, gen.LONG, 3),
 }
+# (batch, channels, size, out_channels) for a 3x3 convolution, padding 1: the reduction is channels * 9
+_CONV_SHAPES = {
+    "normal": (2, 4, 6, 5),
+    "special": (1, 3, 5, 4),
+    "odd-shape": (3, 5, 7, 3),
+    "long-reduction": (1, 456, 4, 2),
+}
 
 
-def _operand(fmt: Format, shape: tuple[int, ...], input_class: InputClass, generator: torch.Generator) -> torch.Tensor:
+def operand(fmt: Format, shape: tuple[int, ...], input_class: InputClass, generator: torch.Generator) -> torch.Tensor:
+    """A GEMM operand: normal values, or with specials whose products and sums stay inside fp32's range."""
     if input_class == "special":
         return gen.with_specials(fmt, shape, generator, large=gen.accumulator_safe_large(fmt))
     return gen.normal(fmt, shape, generator)
 
 
 def _matmul_inputs(fmt: Format, input_class: InputClass, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-    m, k, n = _MATMUL_SHAPES[input_class]
-    return _operand(fmt, (m, k), input_class, generator), _operand(fmt, (k, n), input_class, generator)
+    m, k, n = _GEMM_SHAPES[input_class]
+    return operand(fmt, (m, k), input_class, generator), operand(fmt, (k, n), input_class, generator)
+
+
+def _linear_inputs(fmt: Format, input_class: InputClass, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    m, k, n = _GEMM_SHAPES[input_class]
+    return (
+        operand(fmt, (m, k), input_class, generator),
+        operand(fmt, (n, k), input_class, generator),
+        gen.normal(fmt, (n,), generator),
+    )
+
+
+def _conv_inputs(fmt: Format, input_class: InputClass, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    batch, channels, size, out_channels = _CONV_SHAPES[input_class]
+    return (
+        operand(fmt, (batch, channels, size, size), input_class, generator),
+        operand(fmt, (out_channels, channels, 3, 3), input_class, generator),
+        gen.normal(fmt, (out_channels,), generator),
+    )
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return (a @ b,)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (F.linear(x, weight, bias),)
+
+
+def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (F.conv2d(x, weight, bias, padding=1),)
 
 
 register(
@@ -43,8 +84,42 @@ register(
         _matmul_inputs,
         ACCUMULATED,
         "lowp",
-        input_classes=("normal", "special", "odd-shape", "long-reduction"),
+        input_classes=CLASSES,
         magnitude=Magnitude(_matmul, lambda a, b: a.shape[-1], backward_n=lambda a, b: (b.shape[-1], a.shape[0])),
-        doc="a @ b for 2-D a (m, k) and b (k, n)",
+        doc="a @ b for a (m, k) and b (k, n)",
+    )
+)
+register(
+    OpSpec(
+        "linear",
+        "model",
+        (Arg("x"), Arg("weight"), Arg("bias")),
+        _linear,
+        _linear_inputs,
+        ACCUMULATED,
+        "lowp",
+        input_classes=CLASSES,
+        magnitude=Magnitude(
+            _linear, lambda x, w, b: x.shape[-1] + 1, backward_n=lambda x, w, b: (w.shape[0], x.shape[0], x.shape[0])
+        ),
+        doc="x @ weight.T + bias",
+    )
+)
+register(
+    OpSpec(
+        "conv2d",
+        "model",
+        (Arg("x"), Arg("weight"), Arg("bias")),
+        _conv2d,
+        _conv_inputs,
+        ACCUMULATED,
+        "lowp",
+        input_classes=CLASSES,
+        magnitude=Magnitude(
+            _conv2d,
+            lambda x, w, b: w[0].numel() + 1,
+            backward_n=lambda x, w, b: (w.shape[0] * 9, x.shape[0] * x[0, 0].numel(), x.shape[0] * x[0, 0].numel()),
+        ),
+        doc="2-D convolution, 3x3 kernel, stride 1, padding 1, with bias",
     )
 )

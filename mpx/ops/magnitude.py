@@ -24,12 +24,15 @@ class Magnitude:
     forward(*abs_inputs, **attrs) -> sum(|terms|) per output; forward_n(*inputs, **attrs) -> n.
     backward(abs_inputs, abs_grad_outputs, **attrs) -> sum(|terms|) per differentiable arg; None means
     autograd through `forward` (right for multilinear ops: matmul, linear, conv, sums).
+    signed=True hands the functions the inputs and gradients with their signs, for non-linear ops
+    (softmax, norms, attention, losses, optimizer updates) whose error coefficients need them.
     """
 
     forward: Callable[..., tuple[torch.Tensor, ...]]
     forward_n: Callable[..., Lengths]
     backward: Callable[..., tuple[torch.Tensor, ...]] | None = None
     backward_n: Callable[..., Lengths] | None = None
+    signed: bool = False
 
     def __call__(self, *abs_inputs: torch.Tensor, **attrs: object) -> tuple[torch.Tensor, ...]:
         return self.forward(*abs_inputs, **attrs)

@@ -1,0 +1,89 @@
+"""Reductions over the last dimension: reduce_sum, reduce_mean (fp32 under autocast), reduce_max (exact)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..formats import Format
+from . import inputs as gen
+from .magnitude import Magnitude
+from .registry import register
+from .spec import EXACT, Arg, InputClass, OpSpec, Tolerance
+
+ACCUMULATED = Tolerance(1.0, accumulation=True)
+CLASSES = ("normal", "special", "odd-shape", "long-reduction")
+_SHAPES = {"normal": (8, 64), "special": (8, 32), "odd-shape": (7, 13, 33), "long-reduction": (4, gen.LONG)}
+
+
+def _inputs(fmt: Format, input_class: InputClass, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    shape = _SHAPES[input_class]
+    if input_class == "special":
+        return (gen.with_specials(fmt, shape, generator, large=gen.accumulator_safe_large(fmt)),)
+    return (gen.normal(fmt, shape, generator),)
+
+
+def _sum(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (x.sum(dim=-1),)
+
+
+def _mean(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (x.mean(dim=-1),)
+
+
+def _max(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (x.amax(dim=-1),)  # backward: the gradient split evenly between tied maxima
+
+
+def _length(x: torch.Tensor) -> int:
+    return x.shape[-1]
+
+
+def _length_and_division(x: torch.Tensor) -> int:
+    return x.shape[-1] + 1
+
+
+def _one(x: torch.Tensor) -> int:
+    return 1
+
+
+register(
+    OpSpec(
+        "reduce_sum",
+        "model",
+        (Arg("x"),),
+        _sum,
+        _inputs,
+        ACCUMULATED,
+        "fp32",
+        input_classes=CLASSES,
+        magnitude=Magnitude(_sum, _length, backward_n=_one),
+        doc="sum over the last dimension",
+    )
+)
+register(
+    OpSpec(
+        "reduce_mean",
+        "model",
+        (Arg("x"),),
+        _mean,
+        _inputs,
+        ACCUMULATED,
+        "fp32",
+        input_classes=CLASSES,
+        magnitude=Magnitude(_mean, _length_and_division, backward_n=_one),
+        doc="mean over the last dimension",
+    )
+)
+register(
+    OpSpec(
+        "reduce_max",
+        "model",
+        (Arg("x"),),
+        _max,
+        _inputs,
+        EXACT,
+        "promote",
+        input_classes=CLASSES,
+        doc="maximum over the last dimension (exact: the result is one of the inputs)",
+    )
+)

@@ -1,0 +1,120 @@
+"""softmax and log_softmax over the last dimension (fp32 under autocast).
+
+Bounds are first-order error coefficients of the usual fp32 algorithm, in units of 2**-24 (n = 1).
+With s = x - max(x) over a row of length L: exp(s) carries a relative error of |s| (from rounding s)
+plus 2 (exp itself), the row sum L more, the division 1 (see `shift_error`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..formats import Format
+from . import inputs as gen
+from .magnitude import Magnitude
+from .registry import register
+from .spec import Arg, InputClass, OpSpec, Tolerance
+
+ACCUMULATED = Tolerance(1.0, accumulation=True)
+CLASSES = ("normal", "special", "odd-shape", "long-reduction")
+_SHAPES = {"normal": (8, 32), "special": (8, 16), "odd-shape": (7, 5, 13), "long-reduction": (4, gen.LONG)}
+
+
+def finite_or_zero(t: torch.Tensor) -> torch.Tensor:
+    """t with NaN and +-inf read as 0: entries that are exactly 0 after exp, or NaN rows, add no rounding error."""
+    return torch.where(torch.isfinite(t), t, torch.zeros_like(t))
+
+
+def shift_error(x: torch.Tensor) -> torch.Tensor:
+    """Relative error coefficient of softmax(x) per element: |x - max| + L + 4."""
+    return finite_or_zero((x - x.amax(dim=-1, keepdim=True)).abs()) + x.shape[-1] + 4
+
+
+def _inputs(fmt: Format, input_class: InputClass, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    shape = _SHAPES[input_class]
+    if input_class == "special":
+        return (gen.with_specials(fmt, shape, generator, scale=3.0),)
+    return (gen.normal(fmt, shape, generator, scale=3.0),)
+
+
+def _softmax(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (torch.softmax(x, dim=-1),)
+
+
+def _log_softmax(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (torch.log_softmax(x, dim=-1),)
+
+
+def _row_sum(t: torch.Tensor) -> torch.Tensor:
+    return t.sum(dim=-1, keepdim=True)
+
+
+def _softmax_forward_terms(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (torch.softmax(x, dim=-1) * shift_error(x),)
+
+
+def _softmax_backward_terms(
+    inputs: tuple[torch.Tensor, ...], grads: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
+    # dx = y * (g - sum(g * y)): y's relative error c, the row sum's L, two more roundings
+    (x,), g = inputs, grads[0].abs()
+    y, c = torch.softmax(x, dim=-1), shift_error(x)
+    weighted = _row_sum(g * y)
+    terms = y * c * (g + weighted) + y * (_row_sum(g * y * c) + x.shape[-1] * weighted) + 2 * y * (g + weighted)
+    return (terms,)
+
+
+def log_softmax_error(x: torch.Tensor) -> torch.Tensor:
+    """Absolute error coefficient of log_softmax(x): |s| + |out| + the log of the sum's relative error."""
+    shifted = finite_or_zero((x - x.amax(dim=-1, keepdim=True)).abs())
+    out = torch.log_softmax(x, dim=-1)
+    y = torch.softmax(x, dim=-1)
+    log_sum = finite_or_zero(out.neg() - shifted).abs()
+    return shifted + finite_or_zero(out.abs()) + _row_sum(y * (shifted + 2)) + x.shape[-1] + log_sum + 1
+
+
+def _log_softmax_forward_terms(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (log_softmax_error(x),)
+
+
+def _log_softmax_backward_terms(
+    inputs: tuple[torch.Tensor, ...], grads: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
+    # dx = g - exp(out) * sum(g): exp(out) inherits out's absolute error as a relative one
+    (x,), g = inputs, grads[0].abs()
+    y = torch.softmax(x, dim=-1)
+    return (g + y * _row_sum(g) * (log_softmax_error(x) + x.shape[-1] + 4),)
+
+
+def _one(x: torch.Tensor) -> int:
+    return 1
+
+
+register(
+    OpSpec(
+        "softmax",
+        "model",
+        (Arg("x"),),
+        _softmax,
+        _inputs,
+        ACCUMULATED,
+        "fp32",
+        input_classes=CLASSES,
+        magnitude=Magnitude(_softmax_forward_terms, _one, _softmax_backward_terms, _one, signed=True),
+        doc="softmax over the last dimension",
+    )
+)
+register(
+    OpSpec(
+        "log_softmax",
+        "model",
+        (Arg("x"),),
+        _log_softmax,
+        _inputs,
+        ACCUMULATED,
+        "fp32",
+        input_classes=CLASSES,
+        magnitude=Magnitude(_log_softmax_forward_terms, _one, _log_softmax_backward_terms, _one, signed=True),
+        doc="log of softmax over the last dimension",
+    )
+)
