@@ -44,6 +44,7 @@ class OnnxRuntimeBackend(Backend):
         self.formats = FORMATS
         self.cache = SessionCache()
         self._semantics: dict[str, Semantics] | None = None
+        self._op_keys: dict[int, tuple[OpSpec, tuple]] = {}
 
     # -- measured semantics -------------------------------------------------------------------------
     @property
@@ -74,7 +75,7 @@ class OnnxRuntimeBackend(Backend):
 
     def compiled(self, op: OpSpec, fmt: Format, pass_: Pass, shapes: tuple, grad_shapes: tuple = ()) -> CompiledGraph:
         """The cached session and verdict of (op, fmt, pass, shape class)."""
-        key = (op.name, fmt.name, pass_, shapes, grad_shapes)
+        key = (self._op_key(op), fmt.name, pass_, shapes, grad_shapes)
         return self.cache.get(key, lambda: self._compile(op, fmt, pass_, shapes, grad_shapes))
 
     def run(
@@ -86,7 +87,7 @@ class OnnxRuntimeBackend(Backend):
         grad_outputs: tuple[torch.Tensor, ...] | None = None,
     ) -> tuple[torch.Tensor, ...]:
         tensors = tuple(inputs) + (tuple(grad_outputs) if pass_ == "backward" and grad_outputs else ())
-        key = (op.name, fmt.name, pass_, tuple(tuple(t.shape) for t in inputs),
+        key = (self._op_key(op), fmt.name, pass_, tuple(tuple(t.shape) for t in inputs),
                tuple(tuple(g.shape) for g in grad_outputs) if pass_ == "backward" and grad_outputs else ())
         entry = self.cache.entries.get(key)
         if entry is None:
@@ -106,6 +107,14 @@ class OnnxRuntimeBackend(Backend):
             raise OpError(f"{self.name}: {op.name} {pass_} in {fmt.name} failed on {self.provider}: "
                           f"{str(error).strip()[:300]}") from None
         return tuple(_to_torch(r, dtype) for r, dtype in zip(results, entry.output_kinds, strict=False))
+
+    def _op_key(self, op: OpSpec) -> tuple:
+        """(name, attrs) of an op: ops that differ in attributes (an Adam step count) get their own sessions."""
+        known = self._op_keys.get(id(op))
+        if known is None or known[0] is not op:  # the op is held, so its id is not reused while cached
+            known = (op, (op.name, tuple(sorted((k, repr(v)) for k, v in op.attrs.items()))))
+            self._op_keys[id(op)] = known
+        return known[1]
 
     def _check_call(self, op, fmt, inputs, pass_, grad_outputs) -> None:
         if len(inputs) != op.arity:

@@ -1,7 +1,8 @@
 """Measured numerics of an EP per format: overflow (inf or saturate) and subnormals (keep or flush).
 
-Tiny probe graphs: x (fp32) -> Cast to the format -> Mul by a constant in the format -> Cast to fp32.
-Formats without an ONNX Mul (fp8) are probed with the Cast alone. What the EP returns decides.
+Tiny probe graphs: x (fp32) -> Cast to the format -> Mul by a constant in the format, returned in the
+format (fp32, fp16); formats numpy cannot return (bf16, fp8) or the EP cannot multiply are probed with
+Cast to the format and back. What the EP returns decides.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from mpx.formats import FP32, Format
 
@@ -41,14 +43,14 @@ def _probe_inputs(fmt: Format, with_mul: bool) -> np.ndarray:
     """[value that overflows, value that becomes subnormal], before (Cast probe) or after (Mul probe) x2 / x0.5."""
     if with_mul:
         return np.array([fmt.max, fmt.min_normal], dtype=np.float32)  # * [2, 0.5] below
-    next_up = fmt.max + 2.0 ** (math.floor(math.log2(fmt.max)) - fmt.mantissa_bits)
-    return np.array([next_up, 3 * fmt.min_subnormal], dtype=np.float32)
+    beyond = min(2 * fmt.max, float(np.finfo(np.float32).max))  # bf16: fp32's max already rounds to inf
+    return np.array([beyond, 3 * fmt.min_subnormal], dtype=np.float32)
 
 
 def measure(fmt: Format, provider: str, options: Options, config: Options) -> Semantics:
     """Run the probes for `fmt` on `provider`; the Mul probe where the EP runs it, else the Cast probe."""
     reasons = []
-    for with_mul in (True, False) if fmt != FP32 else (True,):
+    for with_mul in (True, False) if fmt.torch_dtype in (torch.float32, torch.float16) else (False,):
         try:
             model = _mul_lanes(fmt) if with_mul else _cast_lanes(fmt)
             session = create_session(model, provider, options, session_options(provider, config))
@@ -67,7 +69,9 @@ def _mul_lanes(fmt: Format) -> bytes:
     if fmt != FP32:
         x = builder.cast(x, fmt.onnx_type)
     y = builder.node("Mul", [x, builder.const(np.array([2.0, 0.5]), fmt.onnx_type)])
-    builder.output(builder.cast(y, FLOAT) if fmt != FP32 else y, FLOAT)
+    # the result leaves the session in the format itself: a Cast back to fp32 here would let onnxruntime
+    # drop the rounding (it removes its own inserted fp16 -> fp32 -> fp16 Cast pairs)
+    builder.output(y, fmt.onnx_type)
     return builder.model().SerializeToString()
 
 
