@@ -42,7 +42,8 @@ class BackendSpec:
         if not callable(self.factory):
             raise PluginError(f"backend {self.name!r}: factory must be callable, got {type(self.factory).__name__}")
         if not callable(self.unavailable):
-            raise PluginError(f"backend {self.name!r}: unavailable must be callable, got {type(self.unavailable).__name__}")
+            got = type(self.unavailable).__name__
+            raise PluginError(f"backend {self.name!r}: unavailable must be callable, got {got}")
         try:
             object.__setattr__(self, "formats", tuple(lookup_format(f).name for f in self.formats))
         except Exception as error:

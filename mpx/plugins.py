@@ -58,22 +58,33 @@ class BackendRegistry:
         for entry_point in _entry_points():
             source = _source_of(entry_point)
             try:
-                manager.register(entry_point.load(), name=source)
+                plugin = entry_point.load()
+                if manager.is_registered(plugin):
+                    registry.failures[source] = f"entry point {entry_point.value!r} is already registered by another"
+                    continue
+                manager.register(plugin, name=source)
             except Exception as error:  # a broken plugin is recorded, the others still load
                 registry.failures[source] = f"failed to load: {type(error).__name__}: {error}"
+                continue
+            if not manager.get_hookcallers(plugin):
+                registry.failures[source] = (
+                    f"entry point {entry_point.value!r} defines no hook: decorate its mpx_backends() with @mpx.hookimpl"
+                )
         for impl in manager.hook.mpx_backends.get_hookimpls():
             registry._collect(impl.plugin_name, impl.function)
         return registry
 
     def _collect(self, source: str, hook: Any) -> None:
         try:
-            specs = list(hook() or ())
+            result = hook()
+            specs = [result] if isinstance(result, BackendSpec) else list(result or ())
         except Exception as error:
             self.failures[source] = f"mpx_backends() raised {type(error).__name__}: {error}"
             return
         bad = [s for s in specs if not isinstance(s, BackendSpec)]
         if bad:
-            self.failures[source] = f"mpx_backends() must yield mpx.BackendSpec objects, got {type(bad[0]).__name__}: {bad[0]!r:.80}"
+            got = f"{type(bad[0]).__name__}: {bad[0]!r:.80}"
+            self.failures[source] = f"mpx_backends() must yield mpx.BackendSpec objects, got {got}"
             return
         for spec in specs:
             if spec.name in self.specs or spec.name in self.conflicts:
@@ -91,7 +102,8 @@ class BackendRegistry:
         entries = []
         for name, spec in sorted(self.specs.items()):
             reason = _reason_unavailable(spec)
-            entries.append(BackendEntry(name, reason is None, reason or "", spec.formats, self.sources[name], spec.description))
+            source = self.sources[name]
+            entries.append(BackendEntry(name, reason is None, reason or "", spec.formats, source, spec.description))
         for name, sources in sorted(self.conflicts.items()):
             entries.append(BackendEntry(name, False, _conflict_message(name, sources), (), " + ".join(sources)))
         for source, error in sorted(self.failures.items()):
@@ -108,7 +120,8 @@ class BackendRegistry:
         if spec is None:
             failed = [s for s in self.failures if s.rpartition(":")[2] == base]
             if failed:
-                raise BackendUnavailableError(f"backend {base!r} comes from plugin {failed[0]}, which {self.failures[failed[0]]}")
+                error = self.failures[failed[0]]
+                raise BackendUnavailableError(f"backend {base!r} comes from plugin {failed[0]}, which {error}")
             raise BackendNotFoundError(unknown_name_message("backend", name, self.names()))
         if variant and not spec.accepts_variant:
             raise BackendNotFoundError(f"backend {base!r} takes no ':variant' (got {name!r}); use {base!r}")
@@ -122,11 +135,14 @@ class BackendRegistry:
         except MpxError:
             raise
         except TypeError as error:
-            raise BackendUnavailableError(f"backend {name!r} rejected its options {sorted(options)}: {error}") from error
+            message = f"backend {name!r} rejected its options {sorted(options)}: {error}"
+            raise BackendUnavailableError(message) from error
         except Exception as error:
-            raise BackendUnavailableError(f"backend {name!r} failed to start: {type(error).__name__}: {error}") from error
+            message = f"backend {name!r} failed to start: {type(error).__name__}: {error}"
+            raise BackendUnavailableError(message) from error
         if not isinstance(backend, Backend):
-            raise PluginError(f"backend {name!r} from {self.sources[base]}: factory returned {type(backend).__name__}, not an mpx.Backend")
+            got = type(backend).__name__
+            raise PluginError(f"backend {name!r} from {self.sources[base]}: factory returned {got}, not an mpx.Backend")
         return backend
 
 
@@ -156,7 +172,10 @@ def _reason_unavailable(spec: BackendSpec, variant: str = "") -> str | None:
 
 
 def _conflict_message(name: str, sources: list[str]) -> str:
-    return f"backend name {name!r} is claimed by several plugins: {', '.join(sources)}; uninstall one, or disable it with {DISABLE_ENV}=<entry point>"
+    return (
+        f"backend name {name!r} is claimed by several plugins: {', '.join(sources)}; "
+        f"uninstall one, or disable it with {DISABLE_ENV}=<entry point name>"
+    )
 
 
 _lock = threading.Lock()

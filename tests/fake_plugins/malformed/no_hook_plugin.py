@@ -1,0 +1,5 @@
+"""A module registered as a plugin that forgot the @mpx.hookimpl."""
+
+
+def mpx_backends():
+    return []
