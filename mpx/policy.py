@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import FormatError, PolicyError, unknown_name_message
-from .formats import BF16, FP8_E4M3, FP8_E5M2, FP16, FP32, FORMATS, Format
+from .formats import BF16, FORMATS, FP8_E4M3, FP8_E5M2, FP16, FP32, Format
 from .formats import format as lookup_format
 
 # How torch.autocast treats an op: run it in the low format, force fp32, or keep the inputs' format.
@@ -73,28 +73,43 @@ _KEYS = {
     **{k: "output" for k in ("output", "o")},
     **{k: "grads" for k in ("grads", "grad", "g")},
 }
+_SYNTAX = (
+    "keys: params (param, p), compute (c), output (o), grads (grad, g); "
+    f"formats: {', '.join(f.name for f in FORMATS)} (or aliases such as float16, half, bfloat16)"
+)
 
 
 def policy(spec: str | Policy) -> Policy:
-    """A preset ('bf16-mixed', ...) or a jmp-style string 'params=fp32,compute=bf16,output=fp32'."""
+    """A preset ('bf16-mixed', ...) or a jmp-style string 'params=fp32,compute=bf16,output=fp32'.
+
+    Keys: params (param, p), compute (c), output (o), grads (grad, g); formats by name or alias (float16, half,
+    bfloat16, ...). compute and output default to params; a string that spells out a preset gives the preset.
+    """
     if isinstance(spec, Policy):
         return spec
     if not isinstance(spec, str):
         raise PolicyError(f"a policy is a preset name or 'params=..,compute=..,output=..', not {type(spec).__name__}")
     text = spec.strip().lower()
-    if text in PRESETS:
-        return PRESETS[text]
+    if text.replace("_", "-") in PRESETS:
+        return PRESETS[text.replace("_", "-")]
     if "=" not in text:
-        raise PolicyError(unknown_name_message("policy", spec, PRESETS) + "; or write 'params=fp32,compute=bf16,output=fp32'")
+        hint = "; or write 'params=fp32,compute=bf16,output=fp32'"
+        raise PolicyError(unknown_name_message("policy", spec, PRESETS) + hint)
     fields: dict[str, Format] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = (s.strip() for s in part.partition("="))
         if not sep or key not in _KEYS:
-            raise PolicyError(f"bad policy entry {part!r} in {spec!r}; keys: params, compute, output, grads")
+            raise PolicyError(f"bad policy entry {part!r} in {spec!r}; {_SYNTAX}")
+        if _KEYS[key] in fields:
+            raise PolicyError(f"{_KEYS[key]} is given twice in {spec!r}; {_SYNTAX}")
         try:
             fields[_KEYS[key]] = lookup_format(value)
         except FormatError:
-            names = ", ".join(f.name for f in FORMATS)
-            raise PolicyError(f"unknown format {value!r} for {key} in {spec!r}; formats: {names}") from None
+            raise PolicyError(f"unknown format {value!r} for {key} in {spec!r}; {_SYNTAX}") from None
     params = fields.get("params", FP32)
-    return Policy(params, fields.get("compute", params), fields.get("output", params), fields.get("grads"))
+    parsed = Policy(params, fields.get("compute", params), fields.get("output", params), fields.get("grads"))
+    return next((p for p in PRESETS.values() if _same_formats(p, parsed)), parsed)
+
+
+def _same_formats(a: Policy, b: Policy) -> bool:
+    return (a.params, a.compute, a.output, a.grads) == (b.params, b.compute, b.output, b.grads)
