@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+import torch
+
 from .cases import Case
 from .report import CaseResult
 from .runner import OnResult
@@ -47,6 +49,7 @@ def _child_main(conn: Connection, ref: BackendRef, sys_path: list[str], environ:
     from .runner import ReferenceCache, run_case
 
     reload_plugins()
+    torch.set_num_threads(1)  # workers run side by side; intra-op threads in each only contend for the cores
     try:
         backend = ref.create()
         conn.send(("ready", backend.describe()))

@@ -1,0 +1,68 @@
+"""Benchmark: the full cpu conformance run, as a user types it, against the bare cost of its cases.
+
+    python benchmarks/bench_conformance.py [--isolated]
+
+Times `mpx conformance --backend cpu --json r.json --html r.html --junit r.xml` in a fresh process (interpreter
+start, imports, every case, roll-up and three reports) and, as the anchor measured in the same run, a bare loop
+over the same cases in this process: prepare -> backend.run -> expected -> compare, no suite machinery. Prints
+both, their ratio (the suite's overhead) and whether the run meets the 60 s budget. --isolated also times the
+same run with every case in child processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BUDGET_S = 60.0
+
+
+def cli_run(folder: Path, *extra: str) -> float:
+    argv = [sys.executable, "-m", "mpx", "conformance", "--backend", "cpu", "--quiet", *extra]
+    argv += ["--json", str(folder / "r.json"), "--html", str(folder / "r.html"), "--junit", str(folder / "r.xml")]
+    start = time.perf_counter()
+    subprocess.run(argv, check=True)
+    return time.perf_counter() - start
+
+
+def bare_loop() -> tuple[float, int]:
+    from mpx.conformance.cases import generate
+
+    import mpx
+    from mpx.ops import get_op
+    from mpx.ops.check import compare, expected, prepare
+
+    backend = mpx.get_backend("cpu")
+    cases = [c for c in generate() if not c.is_semantics]
+    start = time.perf_counter()
+    for case in cases:
+        op, fmt = get_op(case.op), mpx.format(case.format)
+        prepared = prepare(op, fmt, case.input_class, case.pass_, case.seed)
+        got = backend.run(op, fmt, prepared.storage_inputs, case.pass_, prepared.storage_grad_outputs)
+        compare(op, fmt, got, expected(op, fmt, prepared, case.pass_), prepared, case.pass_)
+    return time.perf_counter() - start, len(cases)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--isolated", action="store_true", help="also time the run with cases in child processes")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        suite = cli_run(Path(folder))
+        anchor, count = bare_loop()
+        print(f"cases: {count} op cases (+ semantics probes)")
+        print(f"mpx conformance --backend cpu (json+html+junit, fresh process): {suite:.2f} s")
+        print(f"anchor: bare prepare/run/expected/compare loop, same cases, this process: {anchor:.2f} s")
+        print(f"ratio suite / anchor: {suite / anchor:.2f}x")
+        print(f"budget: {suite:.2f} s of {BUDGET_S:.0f} s -> {'OK' if suite <= BUDGET_S else 'OVER BUDGET'}")
+        if args.isolated:
+            isolated = cli_run(Path(folder), "--isolate")
+            print(f"--isolate (2 worker processes): {isolated:.2f} s, ratio to anchor {isolated / anchor:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
