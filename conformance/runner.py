@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -95,17 +96,29 @@ def run_case(backend: Backend, case: Case, cache: ReferenceCache | None = None) 
     return result("pass", detail, ulps, support.status)
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Cases are small tensors: torch's intra-op threads cost more than they give, and badly so on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_cases(
     backend: Backend, cases: Iterable[Case], on_result: OnResult | None = None, cache: ReferenceCache | None = None
 ) -> list[CaseResult]:
-    """Run cases one after another in this process."""
+    """Run cases one after another in this process (with one intra-op thread, restored afterwards)."""
     cache = cache or ReferenceCache()
     results = []
-    for case in cases:
-        outcome = run_case(backend, case, cache)
-        results.append(outcome)
-        if on_result:
-            on_result(outcome)
+    with one_thread():
+        for case in cases:
+            outcome = run_case(backend, case, cache)
+            results.append(outcome)
+            if on_result:
+                on_result(outcome)
     return results
 
 

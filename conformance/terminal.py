@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
@@ -23,7 +25,7 @@ MAX_LISTED = 25
 
 def print_summary(report: Report, console: Console | None = None) -> None:
     """Print every backend's readiness matrix and its failing cases."""
-    console = console or Console()
+    console = console or (Console() if sys.stdout.isatty() else Console(width=120))
     for backend in report.backends:
         if not backend.available:
             console.print(f"[bold]{backend.name}[/]: [bright_black]not available[/] - {backend.reason}")
@@ -60,7 +62,7 @@ def readiness_table(backend: BackendReport) -> Table:
     """Scenario rows x format columns: 'ready', or the coverage and how many requirements are missing."""
     columns = list(dict.fromkeys(s.format for s in backend.scenarios))
     table = Table(title=f"{backend.name}: scenario readiness", title_justify="left")
-    table.add_column("scenario")
+    table.add_column("scenario", no_wrap=True)
     for column in columns:
         table.add_column(column, justify="center")
     for name in dict.fromkeys(s.scenario for s in backend.scenarios):
