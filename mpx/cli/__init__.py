@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..errors import MpxError
 from . import backends_command, conformance_command, train_command
 
@@ -18,11 +20,12 @@ class UsageError(MpxError):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump
-        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mpx", description="Hardware-abstracted mixed precision for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"mpx {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
     for module in SUBCOMMANDS:
         module.register(sub)
@@ -37,9 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MpxError as error:
         print(f"mpx: error: {error}", file=sys.stderr)
         return 2
+    except SystemExit as done:  # --help and --version
+        return done.code if isinstance(done.code, int) else 0
     except KeyboardInterrupt:
         print("mpx: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mpx backends | head`: the reader left; print nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

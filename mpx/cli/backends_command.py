@@ -22,21 +22,34 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_backends(args: argparse.Namespace) -> int:
+    """`mpx backends`: every backend, whether it runs here and why not, and plugins that failed to load."""
     entries = list_backends()
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
         return 0
     table = Table(title="mpx backends")
-    for column in ("name", "available", "formats", "source", "reason"):
+    table.add_column("name", no_wrap=True)
+    table.add_column("available", no_wrap=True)
+    for column in ("formats", "source", "reason or description"):
         table.add_column(column, overflow="fold")
     for e in entries:
         mark = "[green]yes[/]" if e.available else "[red]no[/]"
         table.add_row(e.name, mark, ", ".join(e.formats), e.source, e.reason or e.description)
-    Console().print(table)
+    print_table(table)
     return 0
 
 
+def print_table(table: Table) -> None:
+    """Print a table; off a terminal (a pipe, a log, a test) it gets the width it needs instead of 80 columns."""
+    console = Console()
+    if not console.is_terminal:
+        needed = console.measure(table, options=console.options.update_width(1000)).maximum
+        console = Console(width=max(120, min(needed, 1000)), color_system=None)
+    console.print(table)
+
+
 def format_rows() -> list[dict]:
+    """The properties of every format, as plain values (the rows of `mpx formats --json`)."""
     return [
         {
             "name": f.name,
@@ -57,6 +70,7 @@ def format_rows() -> list[dict]:
 
 
 def run_formats(args: argparse.Namespace) -> int:
+    """`mpx formats`: the number formats and their limits."""
     rows = format_rows()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -67,5 +81,5 @@ def run_formats(args: argparse.Namespace) -> int:
         table.add_column(column.replace("_bits", ""), justify="right" if column != "name" else "left")
     for row in rows:
         table.add_row(*(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in columns))
-    Console().print(table)
+    print_table(table)
     return 0
