@@ -39,6 +39,7 @@ class TrainSummary:
     step_time_ms: float
     bytes_per_param: float
     master_weights: bool
+    loss_curve: list[float]
 
 
 def make_task(seed: int, inputs: int = 32, samples: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +104,7 @@ def train(
         backend=resolved.name, precision=str(mp.policy), steps=steps, seed=seed,
         final_loss=float(tail.mean()), steps_skipped=int(mp.skipped_steps), final_scale=float(mp.scaler.loss_scale),
         step_time_ms=1000 * elapsed / steps, bytes_per_param=measure_bytes(model, optimizer, mp),
-        master_weights=master_weights,
+        master_weights=master_weights, loss_curve=torch.stack(losses).float().tolist(),
     )
 
 

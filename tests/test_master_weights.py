@@ -140,3 +140,15 @@ def test_state_formats_reject_unknown_keys_and_fp8():
         mpx.state_formats(momentum="bf16")
     with pytest.raises(mpx.ScalingError, match="fp8"):
         mpx.state_formats(grads="fp8_e4m3")
+
+
+def test_without_masters_those_updates_are_lost():
+    model = torch.nn.Linear(1, 1, bias=False).half()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1.0), policy="fp16-pure",
+                            loss_scale="none", master_weights=False)
+    for _ in range(8):
+        model.weight.grad = torch.full_like(model.weight, 2.0**-13)
+        mp.step()
+    assert float(model.weight) == 1.0
