@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from mpx.backend import Backend, Support
-from mpx.errors import BackendUnavailableError, OpError
+from mpx.errors import OpError
 from mpx.formats import FORMATS, Format, Overflow, Subnormals
 from mpx.ops.check import arg_format, flush, flush_inputs, result_formats, vjp
 from mpx.ops.spec import OpSpec, Pass
@@ -97,30 +97,17 @@ class CpuBackend(Backend):
 
     @contextlib.contextmanager
     def autocast(self, policy: Policy | str, native: bool | None = None) -> Iterator[None]:
-        """Run model code in the policy's compute format: emulated rounding, or torch's CPU autocast when native."""
-        policy = lookup_policy(policy)
-        if self.native if native is None else native:
-            with _native_autocast(policy):
-                yield
-            return
+        """Run model code in the policy's compute format: emulated rounding, or torch's CPU autocast when native.
+
+        `native` overrides the backend's own setting for this block.
+        """
         from .autocast import emulated_autocast
 
-        with emulated_autocast(policy, self):
+        backend = self
+        if native is not None and native != self.native:
+            backend = CpuBackend(self.overflow, self.subnormals, native=native)
+        with emulated_autocast(lookup_policy(policy), backend):
             yield
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "native_autocast": self.native}
-
-
-@contextlib.contextmanager
-def _native_autocast(policy: Policy) -> Iterator[None]:
-    compute = policy.compute
-    if compute.is_fp8:
-        raise BackendUnavailableError(
-            f"torch's CPU autocast has no {compute.name}; use CpuBackend(native=False) to emulate fp8 by rounding"
-        )
-    if compute.torch_dtype == torch.float32:
-        yield
-        return
-    with torch.autocast("cpu", dtype=compute.torch_dtype):
-        yield
