@@ -1,9 +1,9 @@
 """Measuring a backend's overflow (inf / saturate) and subnormal (keep / flush) behaviour, per format.
 
 Each measurement is a case of its own (`semantics/fp16/overflow`): it runs a probe through the backend -- `add`
-where the format has arithmetic ops, the fp32 -> format `cast` for fp8 -- reads what came back, and passes when
-the measured behaviour is the one the backend declares (Backend.overflow / Backend.subnormals), since every
-other case's reference is rounded under that declaration.
+where the format has arithmetic ops and the backend runs it, else the fp32 -> format `cast` -- reads what came
+back, and passes when the measured behaviour is the one the backend declares (Backend.overflow /
+Backend.subnormals), since every other case's reference is rounded under that declaration.
 """
 
 from __future__ import annotations
@@ -21,14 +21,11 @@ from .cases import Case
 from .report import CaseResult
 
 
-def probe_op(fmt: Format):
-    """The op that measures `fmt`: add (two args in the format) or cast (one fp32 arg), or None."""
+def probe_ops(fmt: Format) -> list:
+    """The ops that can measure `fmt`, best first: add (two args in the format), cast (one fp32 arg)."""
     ops = {op.name: op for op in all_ops()}
-    if "add" in ops and ops["add"].supports_format(fmt):
-        return ops["add"]
-    if "cast" in ops and ops["cast"].supports_format(fmt) and fmt != FP32:
-        return ops["cast"]
-    return None
+    candidates = [ops.get("add"), ops.get("cast") if fmt != FP32 else None]
+    return [op for op in candidates if op is not None and op.supports_format(fmt)]
 
 
 def _probe_inputs(op_name: str, fmt: Format, prop: str) -> tuple[torch.Tensor, ...]:
@@ -75,12 +72,13 @@ def run_semantic_case(backend: Backend, case: Case) -> CaseResult:
             case.id, case.op, case.format, case.pass_, prop, status, None, detail, elapsed, support, measured
         )
 
-    op = probe_op(fmt)
-    if op is None:
+    candidates = probe_ops(fmt)
+    if not candidates:
         return result("unsupported", f"no probe op (add or cast) is defined in {fmt.name}")
     declared = backend.overflow if prop == "overflow" else backend.subnormals
     try:
-        support = backend.support(op, fmt, "forward")
+        supports = [(op, backend.support(op, fmt, "forward")) for op in candidates]
+        op, support = next(((o, s) for o, s in supports if s.runs), supports[-1])
         if not support.runs:
             return result(
                 "unsupported",
