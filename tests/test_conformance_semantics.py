@@ -30,3 +30,17 @@ def test_a_backend_that_declares_inf_but_saturates_fails():
     result = run_case(backend, Case("semantics", "fp16", "forward", "overflow"))
     assert result.status == "fail" and result.measured == "saturate"
     assert "declares overflow=inf" in result.detail
+
+
+def test_a_backend_without_add_in_a_format_is_measured_through_cast():
+    from mpx import Support
+
+    class NoBf16Add(CpuBackend):
+        def support(self, op, fmt, pass_="forward"):
+            if op.name == "add" and fmt.name == "bf16":
+                return Support("unsupported", "no bf16 adder")
+            return super().support(op, fmt, pass_)
+
+    result = run_case(NoBf16Add(overflow="saturate"), Case("semantics", "bf16", "forward", "overflow"))
+    assert (result.status, result.measured) == ("pass", "saturate")
+    assert "measured with cast in bf16" in result.detail
