@@ -18,6 +18,7 @@ from .errors import (
 from .formats import FORMATS, Format, format
 from .functional import has_overflow, mse_loss, scale_gradients
 from .hookspecs import hookimpl
+from .ops import Arg, OpSpec, Tolerance, all_ops, get_op
 from .optim_state import LEAN_ADAM, StateFormats, bytes_per_parameter, state_formats
 from .plugins import get_backend, list_backends, reload_plugins
 from .policy import PRESETS, Policy, policy
@@ -36,6 +37,11 @@ __all__ = [
     "StateFormats",
     "StaticLossScaler",
     "StepResult",
+    "Arg",
+    "OpSpec",
+    "Tolerance",
+    "all_ops",
+    "get_op",
     "bytes_per_parameter",
     "has_overflow",
     "load_checkpoint",

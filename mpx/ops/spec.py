@@ -121,5 +121,6 @@ class OpSpec:
     def to_storage(self, fmt: Format, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """The generated float64 inputs in the dtypes a backend receives them in."""
         if len(inputs) != self.arity:
-            raise OpError(f"op {self.name!r} takes {self.arity} inputs ({', '.join(a.name for a in self.args)}), got {len(inputs)}")
-        return tuple(t.to(arg.storage_dtype(fmt)) for arg, t in zip(self.args, inputs))
+            names = ", ".join(a.name for a in self.args)
+            raise OpError(f"op {self.name!r} takes {self.arity} inputs ({names}), got {len(inputs)}")
+        return tuple(t.to(arg.storage_dtype(fmt)) for arg, t in zip(self.args, inputs, strict=True))
