@@ -56,5 +56,5 @@ def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
     """'unknown backend 'cpuu'; did you mean 'cpu'? Known: cpu, cuda' -- the shape of every lookup error."""
     known = sorted(known)
     suggestion = closest(name, known)
-    hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+    hint = f"; did you mean {suggestion!r}?" if suggestion else "."
     return f"unknown {kind} {name!r}{hint} Known: {', '.join(known)}"
