@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import mpx
 from mpx.ops import get_op

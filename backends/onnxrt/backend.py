@@ -13,7 +13,6 @@ from mpx.errors import BackendUnavailableError, OpError
 from mpx.formats import FORMATS, Format
 from mpx.ops.spec import OpSpec, Pass
 
-from . import graphs_model, graphs_precision  # noqa: F401 - register the op graphs
 from .graphs import boundary_dtype, build_graph
 from .placement import GraphUnsupported, place
 from .providers import default_provider, normalize_options, probe

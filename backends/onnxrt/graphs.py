@@ -120,6 +120,8 @@ def build_graph(
     grad_shapes: Sequence[tuple[int, ...]] = (), decompose: bool = False,
 ) -> BuiltGraph:
     """The ONNX model of (op, fmt, pass) for inputs of `shapes`."""
+    from . import graphs_model, graphs_precision  # noqa: F401 - register the op graphs
+
     op_graph = GRAPHS.get(op.name)
     if op_graph is None:
         raise OpError(f"the onnxrt backend has no graph for op {op.name!r}")

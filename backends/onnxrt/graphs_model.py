@@ -338,17 +338,18 @@ def _attention(ctx: GraphContext) -> list[str]:
 
 
 def _attention_backward(ctx: GraphContext) -> list[str]:
+    """The score GEMM runs in the format as in the forward pass; the gradient GEMMs take their fp32
+    intermediates (probabilities, score gradients) as they are, accumulating in fp32."""
     rank = len(ctx.shapes["q"])
     probs = _attention_probs(ctx)
-    g = ctx.grad_outputs[0]
-    grad_v = ctx.node("MatMul", swap_last(ctx, down(ctx, probs), rank), g)
-    grad_p = up(ctx, ctx.node("MatMul", g, swap_last(ctx, ctx["v"], rank)))
+    q, k, v, g = (up(ctx, value) for value in (ctx["q"], ctx["k"], ctx["v"], ctx.grad_outputs[0]))
+    grad_v = ctx.node("MatMul", swap_last(ctx, probs, rank), g)
+    grad_p = ctx.node("MatMul", g, swap_last(ctx, v, rank))
     dot = reduce_all(ctx, "ReduceSum", ctx.node("Mul", grad_p, probs), [-1], keepdims=1)
     grad_s = ctx.node("Mul", ctx.node("Mul", probs, ctx.node("Sub", grad_p, dot)), f32(ctx, _attention_scale(ctx)))
-    grad_s = down(ctx, grad_s)
-    grad_q = ctx.node("MatMul", grad_s, ctx["k"])
-    grad_k = ctx.node("MatMul", swap_last(ctx, grad_s, rank), ctx["q"])
-    return _by_arg(ctx, {"q": grad_q, "k": grad_k, "v": grad_v})
+    grad_q = ctx.node("MatMul", grad_s, k)
+    grad_k = ctx.node("MatMul", swap_last(ctx, grad_s, rank), q)
+    return _by_arg(ctx, {"q": down(ctx, grad_q), "k": down(ctx, grad_k), "v": down(ctx, grad_v)})
 
 
 def _reduce_axes(ctx: GraphContext) -> list[int]:

@@ -4,8 +4,9 @@ A real vendor names its own EP (e.g. "AcmeNpuExecutionProvider") and options; th
 the CPU EP so that it runs anywhere.
 """
 
-from mpx import hookimpl
 from mpx.backends.onnxrt import execution_provider_backend
+
+from mpx import hookimpl
 
 
 @hookimpl
