@@ -98,6 +98,9 @@ def masked_step(
     if kind is None:
         _generic_step(optimizer, grads, skip)
         return
+    if kind != "sgd" and _fused_fits(optimizer, grads, formats):
+        _fused_step(optimizer, grads, skip)
+        return
     with torch.no_grad():
         for group in optimizer.param_groups:
             for param in group["params"]:
@@ -109,6 +112,25 @@ def masked_step(
                     _sgd(group, state, param, grad, skip, formats)
                 else:
                     _adam(group, state, param, grad, skip, formats, decoupled=kind == "adamw")
+
+
+def _fused_fits(
+    optimizer: torch.optim.Optimizer, grads: dict[torch.Tensor, torch.Tensor], formats: StateFormats
+) -> bool:
+    """torch's fused Adam/AdamW takes found_inf itself when everything it steps is fp32 with fp32 state."""
+    return bool(optimizer.defaults.get("fused")) and not formats.state and all(
+        p.dtype == torch.float32 for p in grads)
+
+
+def _fused_step(optimizer: torch.optim.Optimizer, grads: dict[torch.Tensor, torch.Tensor], skip: torch.Tensor) -> None:
+    """torch's fused kernel skips the update and undoes the step count when found_inf is set (no host sync)."""
+    for param, grad in grads.items():
+        param.grad = grad
+    optimizer.found_inf = skip.float()  # type: ignore[attr-defined]
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf  # type: ignore[attr-defined]
 
 
 def _generic_step(

@@ -152,3 +152,22 @@ def test_without_masters_those_updates_are_lost():
         model.weight.grad = torch.full_like(model.weight, 2.0**-13)
         mp.step()
     assert float(model.weight) == 1.0
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.AdamW])
+def test_fused_adam_uses_torch_found_inf_and_skips_bit_identically(optimizer):
+    model = _model(torch.float16)
+    opt = optimizer(model.parameters(), lr=1e-2, fused=True)
+    mp = mpx.MixedPrecision(model, opt, policy="fp16-mixed")
+    _train(mp, model, steps=2)
+    masters = [m.clone() for m in mp.master_weights.masters]
+    state = {k: v.clone() for k, v in next(iter(opt.state.values())).items()}
+    mp.zero_grad()
+    with mp.autocast():
+        out = model(torch.randn(4, 8).half())
+    mp.backward(mpx.mse_loss(out, torch.zeros_like(out)))
+    next(model.parameters()).grad.view(-1)[0] = float("inf")
+    assert mp.step().was_skipped
+    assert all(torch.equal(a, b) for a, b in zip(masters, mp.master_weights.masters, strict=True))
+    assert all(torch.equal(v, next(iter(opt.state.values()))[k]) for k, v in state.items())
+    assert not hasattr(opt, "found_inf")

@@ -44,10 +44,15 @@ class _HostReads(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("policy", ["fp16-mixed", "bf16-mixed", "fp16-pure", "fp8-hybrid"])
-@pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD])
+@pytest.mark.parametrize("optimizer", [
+    torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop,
+    lambda params, lr: torch.optim.Adam(params, lr=lr, fused=True),
+])
 def test_step_reads_nothing_back_to_the_host(policy, optimizer, monkeypatch):
     model = _model()
     mp = mpx.MixedPrecision(model, optimizer(model.parameters(), lr=1e-3), policy=policy, loss_scale="dynamic")
+    _backward(mp, model, *_batch())
+    mp.step()  # the first step creates the optimizer state; the checked one runs with state in place
     _backward(mp, model, *_batch())
     mp.clip_grad_norm_(1.0)
     for name in ("cpu", "numpy", "tolist", "item"):
