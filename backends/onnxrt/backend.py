@@ -13,7 +13,7 @@ from mpx.errors import BackendUnavailableError, OpError
 from mpx.formats import FORMATS, Format
 from mpx.ops.spec import OpSpec, Pass
 
-from .graphs import boundary_dtype, build_graph
+from .graphs import boundary_dtype, build_graph, output_dtypes
 from .placement import GraphUnsupported, place
 from .providers import default_provider, normalize_options, probe
 from .semantics import Semantics, measure, summarize
@@ -43,7 +43,7 @@ class OnnxRuntimeBackend(Backend):
         self.formats = FORMATS
         self.cache = SessionCache()
         self._semantics: dict[str, Semantics] | None = None
-        self._op_keys: dict[int, tuple[OpSpec, tuple]] = {}
+        self._ops: dict[int, OpSpec] = {}  # every op with cached sessions, held so that its id stays its own
 
     # -- measured semantics -------------------------------------------------------------------------
     @property
@@ -74,7 +74,8 @@ class OnnxRuntimeBackend(Backend):
 
     def compiled(self, op: OpSpec, fmt: Format, pass_: Pass, shapes: tuple, grad_shapes: tuple = ()) -> CompiledGraph:
         """The cached session and verdict of (op, fmt, pass, shape class)."""
-        key = (self._op_key(op), fmt.name, pass_, shapes, grad_shapes)
+        self._ops.setdefault(id(op), op)
+        key = (id(op), fmt.name, pass_, shapes, grad_shapes)
         return self.cache.get(key, lambda: self._compile(op, fmt, pass_, shapes, grad_shapes))
 
     def run(
@@ -85,35 +86,41 @@ class OnnxRuntimeBackend(Backend):
         pass_: Pass = "forward",
         grad_outputs: tuple[torch.Tensor, ...] | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        tensors = tuple(inputs) + (tuple(grad_outputs) if pass_ == "backward" and grad_outputs else ())
-        key = (self._op_key(op), fmt.name, pass_, tuple(tuple(t.shape) for t in inputs),
-               tuple(tuple(g.shape) for g in grad_outputs) if pass_ == "backward" and grad_outputs else ())
-        entry = self.cache.entries.get(key)
+        # the hot path: one dict lookup, zero-copy numpy views in, zero-copy torch views out
+        # ops are keyed by identity: every op that reaches the cache is held in _ops, so ids are not reused
+        op_key = id(op)
+        if pass_ == "backward" and grad_outputs is not None:
+            tensors = (*inputs, *grad_outputs)
+            key = (op_key, fmt.name, pass_, tuple([t.shape for t in inputs]), tuple([g.shape for g in grad_outputs]))
+        else:
+            tensors = inputs
+            key = (op_key, fmt.name, pass_, tuple([t.shape for t in inputs]), ())
+        cache = self.cache
+        entry = cache.entries.get(key)
         if entry is None:
             self._check_call(op, fmt, inputs, pass_, grad_outputs)
             entry = self.compiled(op, fmt, pass_, key[3], key[4])
         else:
-            self.cache.hits += 1
-        if entry.session is None:
+            cache.hits += 1
+        if entry.plain_inputs:
+            try:
+                arrays = [t.numpy() for t in tensors]
+            except (RuntimeError, TypeError):  # tensors that need grad or live on another device
+                arrays = None
+        elif entry.session is None:
             raise OpError(f"{self.name} cannot run {op.name} {pass_} in {fmt.name}: {entry.support.reason}")
-        feed = {
-            name: _to_numpy(t, dtype)
-            for name, t, dtype in zip(entry.input_names, tensors, entry.input_dtypes, strict=False)
-        }
+        else:
+            arrays = None
+        if arrays is None:
+            arrays = [_to_numpy(t, dtype) for t, dtype in zip(tensors, entry.input_dtypes, strict=False)]
         try:
-            results = entry.session.run(None, feed)
+            results = entry.session.run(entry.output_names, dict(zip(entry.input_names, arrays, strict=False)))
         except Exception as error:  # this op failed on the EP; the cache and the other ops are untouched
             raise OpError(f"{self.name}: {op.name} {pass_} in {fmt.name} failed on {self.provider}: "
                           f"{str(error).strip()[:300]}") from None
+        if entry.plain_outputs:
+            return tuple(map(torch.from_numpy, results))
         return tuple(_to_torch(r, dtype) for r, dtype in zip(results, entry.output_kinds, strict=False))
-
-    def _op_key(self, op: OpSpec) -> tuple:
-        """(name, attrs) of an op: ops that differ in attributes (an Adam step count) get their own sessions."""
-        known = self._op_keys.get(id(op))
-        if known is None or known[0] is not op:  # the op is held, so its id is not reused while cached
-            known = (op, (op.name, tuple(sorted((k, repr(v)) for k, v in op.attrs.items()))))
-            self._op_keys[id(op)] = known
-        return known[1]
 
     def _check_call(self, op, fmt, inputs, pass_, grad_outputs) -> None:
         if len(inputs) != op.arity:
@@ -155,8 +162,13 @@ class OnnxRuntimeBackend(Backend):
         except Exception as error:  # an EP that crashes while compiling fails this graph only
             reason = f"{self.provider} failed to compile: {type(error).__name__}: {error}"
             return CompiledGraph(Support("unsupported", reason))
+        storage = [a.storage_dtype(fmt) for a in op.args]
+        storage += list(output_dtypes(op, fmt, "forward")) if pass_ == "backward" else []
         return CompiledGraph(Support(status, reason), placement.session, built.input_names, built.input_dtypes,
-                             built.output_dtypes, placement.nodes)
+                             built.output_dtypes, placement.nodes,
+                             plain_inputs=all(boundary_dtype(d) == d for d in storage),
+                             output_names=[o.name for o in placement.session.get_outputs()],
+                             plain_outputs=all(boundary_dtype(d) == d for d in built.output_dtypes))
 
     def _place(self, built: Any, fmt: Format) -> Any:
         return place(built.model, fmt.onnx_type, self.provider, self.provider_options, self.session_config)

@@ -20,6 +20,11 @@ class CompiledGraph:
     input_dtypes: tuple[Any, ...] = ()  # numpy dtypes the session is fed
     output_kinds: tuple[Any, ...] = ()  # torch dtypes the outputs are returned in
     nodes: tuple[str, ...] = ()  # op types of the optimized graph, for reports
+    # True when the tensors cross as they are: inputs as their own numpy views, outputs as views of
+    # onnxruntime's arrays (no bf16 / fp8 widened to fp32 at the boundary)
+    plain_inputs: bool = False
+    plain_outputs: bool = False
+    output_names: list[str] | None = None  # None: all of them
 
 
 @dataclass
