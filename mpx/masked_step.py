@@ -16,7 +16,10 @@ from .optim_state import StateFormats
 
 def _write(target: torch.Tensor, skip: torch.Tensor, new: torch.Tensor) -> None:
     """target <- target where skip, else new (rounded to target's dtype, nearest-even)."""
-    target.copy_(torch.where(skip, target, new))
+    if new.dtype == target.dtype:
+        torch.where(skip, target, new, out=target)
+    else:
+        target.copy_(torch.where(skip, target, new))
 
 
 def _state_tensor(state: dict, key: str, like: torch.Tensor, formats: StateFormats) -> torch.Tensor:
@@ -28,31 +31,48 @@ def _state_tensor(state: dict, key: str, like: torch.Tensor, formats: StateForma
     return state[key]
 
 
-def _adam(group: dict, state: dict, param: torch.Tensor, grad: torch.Tensor, skip: torch.Tensor,
-          formats: StateFormats, decoupled: bool) -> None:
+def _per_tensor(factor: float | torch.Tensor, count: int) -> float | list[torch.Tensor]:
+    """A tensor factor (an LR held in a tensor) as a list: foreach ops read a lone tensor scalar on the host."""
+    return [factor] * count if isinstance(factor, torch.Tensor) else factor
+
+
+def _adam(group: dict, states: list[dict], params: list[torch.Tensor], grads: list[torch.Tensor],
+          skip: torch.Tensor, formats: StateFormats, decoupled: bool) -> None:
+    """torch.optim.Adam/AdamW's update for one param group, as foreach ops in fp32, written where not skipped."""
     beta1, beta2 = group["betas"]
     lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-    if "step" not in state:
-        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-    step = state["step"]
-    new_step = step + 1
-    step.copy_(torch.where(skip, step, new_step))
-    exp_avg = _state_tensor(state, "exp_avg", param, formats)
-    exp_avg_sq = _state_tensor(state, "exp_avg_sq", param, formats)
-    g = -grad if group.get("maximize", False) else grad
-    p32 = param.float()
+    for state, param in zip(states, params, strict=True):
+        if "step" not in state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+    steps = [state["step"] for state in states]
+    exp_avgs = [_state_tensor(state, "exp_avg", p, formats) for state, p in zip(states, params, strict=True)]
+    exp_avg_sqs = [_state_tensor(state, "exp_avg_sq", p, formats) for state, p in zip(states, params, strict=True)]
+    new_steps = torch._foreach_add(steps, 1)
+    torch._foreach_add_(steps, [(~skip).float()] * len(steps))  # adds exactly 1.0 or 0.0 (a tensor list: no sync)
+    g = torch._foreach_neg(grads) if group.get("maximize", False) else grads
+    p32 = [p.float() for p in params]
     if weight_decay and decoupled:
-        p32 = p32 * (1 - lr * weight_decay)
+        p32 = torch._foreach_mul(p32, _per_tensor(1 - lr * weight_decay, len(p32)))
     elif weight_decay:
-        g = g + weight_decay * p32
-    m = exp_avg.float().lerp(g, 1 - beta1)
-    v = torch.addcmul(exp_avg_sq.float() * beta2, g, g, value=1 - beta2)
-    bias_correction1 = 1 - torch.pow(beta1, new_step)
-    bias_correction2_sqrt = torch.sqrt(1 - torch.pow(beta2, new_step))
-    denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
-    _write(param, skip, p32 - (m / denom) * (lr / bias_correction1))
-    _write(exp_avg, skip, m)
-    _write(exp_avg_sq, skip, v)
+        g = torch._foreach_add(g, p32, alpha=weight_decay)
+    m = torch._foreach_lerp([t.float() for t in exp_avgs], g, 1 - beta1)
+    v = torch._foreach_mul([t.float() for t in exp_avg_sqs], beta2)
+    torch._foreach_addcmul_(v, g, g, value=1 - beta2)
+    bias_correction1 = torch._foreach_neg(torch._foreach_pow(beta1, new_steps))
+    torch._foreach_add_(bias_correction1, 1)
+    bias_correction2 = torch._foreach_neg(torch._foreach_pow(beta2, new_steps))
+    torch._foreach_add_(bias_correction2, 1)
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_div_(denom, torch._foreach_sqrt(bias_correction2))
+    torch._foreach_add_(denom, eps)
+    update = torch._foreach_div(m, denom)
+    step_sizes = torch._foreach_reciprocal(bias_correction1)
+    torch._foreach_mul_(step_sizes, _per_tensor(-lr, len(step_sizes)))
+    torch._foreach_mul_(update, step_sizes)
+    new_params = torch._foreach_add(p32, update)
+    for targets, values in ((params, new_params), (exp_avgs, m), (exp_avg_sqs, v)):
+        for target, value in zip(targets, values, strict=True):
+            _write(target, skip, value)
 
 
 def _sgd(group: dict, state: dict, param: torch.Tensor, grad: torch.Tensor, skip: torch.Tensor,
@@ -103,15 +123,13 @@ def masked_step(
         return
     with torch.no_grad():
         for group in optimizer.param_groups:
-            for param in group["params"]:
-                grad = grads.get(param)
-                if grad is None:
-                    continue
-                state = optimizer.state[param]
-                if kind == "sgd":
-                    _sgd(group, state, param, grad, skip, formats)
-                else:
-                    _adam(group, state, param, grad, skip, formats, decoupled=kind == "adamw")
+            params = [p for p in group["params"] if p in grads]
+            if kind == "sgd":
+                for param in params:
+                    _sgd(group, optimizer.state[param], param, grads[param], skip, formats)
+            elif params:
+                states = [optimizer.state[p] for p in params]
+                _adam(group, states, params, [grads[p] for p in params], skip, formats, decoupled=kind == "adamw")
 
 
 def _fused_fits(

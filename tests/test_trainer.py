@@ -244,3 +244,14 @@ def test_unknown_backend_name_is_an_mpx_error():
     model = _model()
     with pytest.raises(mpx.BackendNotFoundError):
         mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=0.1), backend="cpuu")
+
+
+def test_tensor_learning_rate_needs_no_host_sync_either():
+    model = _model()
+    mp = mpx.MixedPrecision(model, torch.optim.AdamW(model.parameters(), lr=torch.tensor(1e-3)), policy="fp16-mixed")
+    _backward(mp, model, *_batch())
+    mp.step()
+    _backward(mp, model, *_batch())
+    with _HostReads() as reads:
+        mp.step()
+    assert reads.reads == []
