@@ -7,10 +7,11 @@ output's format (Format.round is a single rounding from float64). The error of a
     exact / ulps tolerance:     |got - want| <= ulps * ulp(want)
     accumulation tolerance:     |got - want| <= ulps * ulp(want) + n * (2**-24 * magnitude + eta)
 
-where magnitude = sum(|terms|) behind the element (see magnitude.py), n = the length of its fp32
-rounding chain and eta the absolute error fp32 underflow may add per rounding (2**-150; 2**-126 when
-the backend flushes subnormals). An element whose terms are all zero must be exact. NaN must match NaN;
-+-inf must match the same infinity; any non-finite mismatch is an error of inf ULPs.
+where magnitude = sum(|terms|) behind the element (see magnitude.py; for non-linear ops it is the whole
+first-order error coefficient of the fp32 algorithm and n = 1), n = the length of its fp32 rounding chain
+(the reduction length for GEMMs and sums) and eta the absolute error fp32 underflow may add per rounding
+(2**-150; 2**-126 when the backend flushes subnormals). An element whose terms are all zero must be exact.
+NaN must match NaN; +-inf must match the same infinity; any non-finite mismatch is an error of inf ULPs.
 """
 
 from __future__ import annotations
