@@ -36,6 +36,11 @@ def _per_tensor(factor: float | torch.Tensor, count: int) -> float | list[torch.
     return [factor] * count if isinstance(factor, torch.Tensor) else factor
 
 
+def _fused_kernel_fits(*tensor_lists: list[torch.Tensor]) -> bool:
+    """fp32 parameters and state on a device torch has fused Adam kernels for."""
+    return all(t.dtype == torch.float32 and t.device.type in ("cpu", "cuda") for ts in tensor_lists for t in ts)
+
+
 def _adam(group: dict, states: list[dict], params: list[torch.Tensor], grads: list[torch.Tensor],
           skip: torch.Tensor, formats: StateFormats, decoupled: bool) -> None:
     """torch.optim.Adam/AdamW's update for one param group, as foreach ops in fp32, written where not skipped."""
@@ -49,6 +54,13 @@ def _adam(group: dict, states: list[dict], params: list[torch.Tensor], grads: li
     exp_avg_sqs = [_state_tensor(state, "exp_avg_sq", p, formats) for state, p in zip(states, params, strict=True)]
     new_steps = torch._foreach_add(steps, 1)
     torch._foreach_add_(steps, [(~skip).float()] * len(steps))  # adds exactly 1.0 or 0.0 (a tensor list: no sync)
+    if _fused_kernel_fits(params, exp_avgs, exp_avg_sqs):
+        # torch's own fused kernel: reads found_inf on the device, returns early when it is set
+        kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+        kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr, beta1=beta1, beta2=beta2,
+               weight_decay=weight_decay, eps=eps, amsgrad=False, maximize=group.get("maximize", False),
+               grad_scale=None, found_inf=skip.float())
+        return
     g = torch._foreach_neg(grads) if group.get("maximize", False) else grads
     p32 = [p.float() for p in params]
     if weight_decay and decoupled:

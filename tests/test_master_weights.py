@@ -171,3 +171,25 @@ def test_fused_adam_uses_torch_found_inf_and_skips_bit_identically(optimizer):
     assert all(torch.equal(a, b) for a, b in zip(masters, mp.master_weights.masters, strict=True))
     assert all(torch.equal(v, next(iter(opt.state.values()))[k]) for k, v in state.items())
     assert not hasattr(opt, "found_inf")
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=0.01),
+    lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1, maximize=True),
+])
+def test_masked_update_with_bf16_first_moment_tracks_torch_optimizer(make):
+    ours, theirs = _model(), _model()
+    formats = mpx.state_formats(exp_avg="bf16")
+    mp = mpx.MixedPrecision(ours, make(ours.parameters()), policy="fp32", state_formats=formats)
+    reference = make(theirs.parameters())
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        x = torch.randn(16, 8, generator=generator)
+        for model in (ours, theirs):
+            model.zero_grad()
+            model(x).square().mean().backward()
+        mp.step()
+        reference.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-3)
+        assert not torch.equal(a, b)  # bf16 moments really were used

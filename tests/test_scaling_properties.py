@@ -47,7 +47,7 @@ def test_scale_stays_within_min_and_max(pattern, hysteresis, interval):
     pattern=overflow_patterns,
     seed=st.integers(0, 2**16),
     bad=bad_values,
-    optimizer_name=st.sampled_from(["adam", "adamw", "fused-adam", "sgd", "rmsprop"]),
+    optimizer_name=st.sampled_from(["adam", "adam-bf16-moment", "adamw", "fused-adam", "sgd", "rmsprop"]),
 )
 def test_masked_step_invariants(pattern, seed, bad, optimizer_name):
     """fp16 model, fp32 masters: masters stay finite; a skipped step changes no bit of masters or state."""
@@ -55,13 +55,15 @@ def test_masked_step_invariants(pattern, seed, bad, optimizer_name):
     model = torch.nn.Linear(4, 3).half()
     optimizer = {
         "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
+        "adam-bf16-moment": lambda p: torch.optim.Adam(p, lr=1e-2),
         "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
         "fused-adam": lambda p: torch.optim.Adam(p, lr=1e-2, fused=True),
         "sgd": lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, nesterov=True),
         "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-2),
     }[optimizer_name](model.parameters())
-    mp = mpx.MixedPrecision(model, optimizer, policy="fp16-pure", loss_scale=mpx.DynamicLossScaler(
-        init_scale=2.0**4, growth_interval=2))
+    formats = mpx.LEAN_ADAM if optimizer_name == "adam-bf16-moment" else mpx.StateFormats()
+    mp = mpx.MixedPrecision(model, optimizer, policy="fp16-pure", state_formats=formats,
+                            loss_scale=mpx.DynamicLossScaler(init_scale=2.0**4, growth_interval=2))
     generator = torch.Generator().manual_seed(seed)
     for overflow in pattern:
         masters = [_bits(m) for m in mp.master_weights.masters]
