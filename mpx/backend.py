@@ -61,7 +61,7 @@ class Backend:
     ) -> tuple[torch.Tensor, ...]:
         """Run `op` in `fmt` on CPU tensors in their storage dtypes (see OpSpec.to_storage).
 
-        forward: the op's outputs, in op.output_format(fmt). backward: the gradients of the op's
+        forward: the op's outputs, in op.output_formats(fmt). backward: the gradients of the op's
         differentiable args, given `grad_outputs` (one per output, in the output format).
         """
         raise OpError(f"backend {self.name!r} does not run ops")
