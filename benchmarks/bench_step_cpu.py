@@ -63,6 +63,30 @@ def time_steps(step, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def optimizer_step_only(width: int, repeats: int = 200) -> tuple[float, float]:
+    """Median time of GradScaler.step + update vs MixedPrecision.step on the same fp32 gradients."""
+    torch.manual_seed(2)
+    ours, theirs = make_model(width), make_model(width)
+    grads = [torch.randn_like(p) for p in ours.parameters()]
+    optimizer, scaler = torch.optim.Adam(theirs.parameters(), lr=1e-4), torch.amp.GradScaler("cpu")
+    scaler.scale(torch.ones(()))
+    trainer = mpx.MixedPrecision(ours, torch.optim.Adam(ours.parameters(), lr=1e-4),
+                                 mpx.get_backend("cpu", native=True), POLICY)
+    anchor, measured = [], []
+    for _ in range(repeats):
+        for model in (ours, theirs):
+            for p, g in zip(model.parameters(), grads, strict=True):
+                p.grad = g.clone()
+        start = time.perf_counter()
+        scaler.step(optimizer)
+        scaler.update()
+        anchor.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        trainer.step()
+        measured.append(time.perf_counter() - start)
+    return statistics.median(anchor), statistics.median(measured)
+
+
 def bytes_report() -> dict[str, float]:
     results = {}
     cases = {"fp32 Adam": ("fp32", mpx.StateFormats(), torch.float32),
@@ -110,6 +134,9 @@ def main() -> None:
         print(f"  {name:30s} {1000 * median:8.3f} ms   ratio vs torch.amp {median / anchor:.3f}")
     native_ratio = statistics.median(times["mpx native autocast"]) / anchor
     print(f"mpx.MixedPrecision / torch.amp (native autocast): {native_ratio:.3f} (target <= 1.05)")
+    anchor_step, mpx_step = optimizer_step_only(args.width)
+    print(f"optimizer step alone: GradScaler.step+update {1000 * anchor_step:.3f} ms, MixedPrecision.step "
+          f"{1000 * mpx_step:.3f} ms (ratio {mpx_step / anchor_step:.3f}; information)")
     print("bytes per parameter (weights + grads + masters + optimizer state, measured):")
     for name, value in bytes_report().items():
         print(f"  {name:50s} {value:6.2f}")
