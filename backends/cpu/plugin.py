@@ -19,5 +19,8 @@ def mpx_backends() -> Iterator[BackendSpec]:
     yield BackendSpec(
         name="cpu",
         factory=_create,
-        description="emulation on the CPU: exact rounding to every format, inf or saturating overflow, kept or flushed subnormals",
+        description=(
+            "emulation on the CPU: exact rounding to every format, inf or saturating overflow, "
+            "kept or flushed subnormals"
+        ),
     )
