@@ -145,3 +145,13 @@ def _case(op, fmt):
     return op, fmt, "forward", tuple(tuple(t.shape) for t in inputs)
 
 
+
+
+def test_profile_based_verdict_sees_the_inserted_casts_too():
+    """The path for EPs that cannot save their optimized graph (compiled nodes): the profile decides."""
+    from mpx.backends.onnxrt.placement import _from_profile
+
+    fp16 = build_graph(get_op("matmul"), FP16, "forward", [(4, 8), (8, 2)])
+    fp32 = build_graph(get_op("matmul"), FP32, "forward", [(4, 8), (8, 2)])
+    assert _from_profile(fp16.model, FP16.onnx_type, CPU_EP, (), ()).status == "upcast"
+    assert _from_profile(fp32.model, FP32.onnx_type, CPU_EP, (), ()).status == "native"
