@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 
 from .builder import FLOAT
-from .graphs import GraphContext
+from .graphs import ONNX_OF_TORCH, GraphContext
 
 SQRT_HALF = math.sqrt(0.5)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -57,3 +57,19 @@ def is_nonfinite(ctx: GraphContext, x: str) -> str:
         difference = ctx.node("Sub", x32, x32)
         return ctx.node("Not", ctx.node("Equal", difference, f32(ctx, 0.0)))
     return ctx.node("Or", ctx.node("IsInf", x), ctx.node("IsNaN", x))
+
+
+def by_arg(ctx: GraphContext, results: dict[str, str]) -> list[str]:
+    """The gradients of the op's differentiable args, in order."""
+    return [results[ctx.op.args[i].name] for i in ctx.op.differentiable_args]
+
+
+def storage_type(ctx: GraphContext, arg: str) -> int:
+    """The onnx element type argument `arg` is stored in for this case."""
+    return ONNX_OF_TORCH[next(a for a in ctx.op.args if a.name == arg).storage_dtype(ctx.fmt)]
+
+
+def eps(ctx: GraphContext) -> float:
+    """The op's epsilon (norms), torch's default when the op does not set one."""
+    return float(ctx.attr("eps", 1e-5))
+

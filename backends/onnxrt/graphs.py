@@ -120,7 +120,7 @@ def build_graph(
     grad_shapes: Sequence[tuple[int, ...]] = (), decompose: bool = False,
 ) -> BuiltGraph:
     """The ONNX model of (op, fmt, pass) for inputs of `shapes`."""
-    from . import graphs_model, graphs_precision  # noqa: F401 - register the op graphs
+    from . import graphs_elementwise, graphs_gemm, graphs_norms, graphs_precision  # noqa: F401 - registers graphs
 
     op_graph = GRAPHS.get(op.name)
     if op_graph is None:
