@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from ..formats import Format
 from . import inputs as gen
 from .gemm_ops import operand
-from .magnitude import Magnitude
+from .magnitude import first_order
 from .registry import register
 from .softmax_ops import shift_error
-from .spec import Arg, InputClass, OpSpec, Tolerance
+from .spec import ACCUMULATED, Arg, InputClass, OpSpec
 
 # (batch, heads, query length, key length, head dim)
 _SHAPES = {
@@ -77,10 +77,10 @@ register(
         (Arg("q"), Arg("k"), Arg("v")),
         _attention,
         _inputs,
-        Tolerance(1.0, accumulation=True),
+        ACCUMULATED,
         "lowp",
         input_classes=("normal", "special", "odd-shape", "long-reduction"),
-        magnitude=Magnitude(_forward_terms, lambda q, k, v: 1, _backward_terms, lambda q, k, v: 1, signed=True),
+        magnitude=first_order(_forward_terms, _backward_terms),
         doc="softmax(q @ k^T / sqrt(d)) @ v, no mask, q/k/v of shape (batch, heads, length, d)",
     )
 )

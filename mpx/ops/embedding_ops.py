@@ -9,7 +9,7 @@ from ..formats import Format
 from . import inputs as gen
 from .magnitude import Magnitude
 from .registry import register
-from .spec import Arg, InputClass, OpSpec, Tolerance
+from .spec import ACCUMULATED, Arg, InputClass, OpSpec
 
 # (rows, width, indices): long-reduction sends 4096 indices into 3 rows, so each row's gradient sums ~1365 terms
 _SHAPES = {"normal": (32, 16, 24), "special": (16, 8, 32), "odd-shape": (13, 7, 11), "long-reduction": (3, 8, gen.LONG)}
@@ -50,7 +50,7 @@ register(
         (Arg("weight"), Arg("index", role="index", differentiable=False)),
         _embedding,
         _inputs,
-        Tolerance(1.0, accumulation=True),
+        ACCUMULATED,
         "promote",
         input_classes=("normal", "special", "odd-shape", "long-reduction"),
         magnitude=Magnitude(_gather_is_exact, lambda weight, index: 1, _scatter_terms, _repeats),

@@ -13,10 +13,8 @@ from ..formats import Format
 from . import inputs as gen
 from .magnitude import Magnitude
 from .registry import register
-from .spec import Arg, InputClass, OpSpec, Tolerance
+from .spec import ACCUMULATED, INPUT_CLASSES, Arg, InputClass, OpSpec
 
-ACCUMULATED = Tolerance(1.0, accumulation=True)
-CLASSES = ("normal", "special", "odd-shape", "long-reduction")
 # (m, k, n): k is the reduction length
 _GEMM_SHAPES = {
     "normal": (16, 32, 8),
@@ -75,51 +73,52 @@ def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[
     return (F.conv2d(x, weight, bias, padding=1),)
 
 
-register(
-    OpSpec(
-        "matmul",
+def _gemm(name: str, args: tuple[Arg, ...], reference, make_inputs, n, backward_n, doc: str) -> OpSpec:
+    """A GEMM-like op: low precision under autocast, bounded by the fp32 dot product over n terms."""
+    return OpSpec(
+        name,
         "model",
+        args,
+        reference,
+        make_inputs,
+        ACCUMULATED,
+        "lowp",
+        input_classes=INPUT_CLASSES,
+        magnitude=Magnitude(reference, n, backward_n=backward_n),
+        doc=doc,
+    )
+
+
+register(
+    _gemm(
+        "matmul",
         (Arg("a"), Arg("b")),
         _matmul,
         _matmul_inputs,
-        ACCUMULATED,
-        "lowp",
-        input_classes=CLASSES,
-        magnitude=Magnitude(_matmul, lambda a, b: a.shape[-1], backward_n=lambda a, b: (b.shape[-1], a.shape[0])),
-        doc="a @ b for a (m, k) and b (k, n)",
+        lambda a, b: a.shape[-1],
+        lambda a, b: (b.shape[-1], a.shape[0]),
+        "a @ b for a (m, k) and b (k, n)",
     )
 )
 register(
-    OpSpec(
+    _gemm(
         "linear",
-        "model",
         (Arg("x"), Arg("weight"), Arg("bias")),
         _linear,
         _linear_inputs,
-        ACCUMULATED,
-        "lowp",
-        input_classes=CLASSES,
-        magnitude=Magnitude(
-            _linear, lambda x, w, b: x.shape[-1] + 1, backward_n=lambda x, w, b: (w.shape[0], x.shape[0], x.shape[0])
-        ),
-        doc="x @ weight.T + bias",
+        lambda x, w, b: x.shape[-1] + 1,
+        lambda x, w, b: (w.shape[0], x.shape[0], x.shape[0]),
+        "x @ weight.T + bias",
     )
 )
 register(
-    OpSpec(
+    _gemm(
         "conv2d",
-        "model",
         (Arg("x"), Arg("weight"), Arg("bias")),
         _conv2d,
         _conv_inputs,
-        ACCUMULATED,
-        "lowp",
-        input_classes=CLASSES,
-        magnitude=Magnitude(
-            _conv2d,
-            lambda x, w, b: w[0].numel() + 1,
-            backward_n=lambda x, w, b: (w.shape[0] * 9, x.shape[0] * x[0, 0].numel(), x.shape[0] * x[0, 0].numel()),
-        ),
-        doc="2-D convolution, 3x3 kernel, stride 1, padding 1, with bias",
+        lambda x, w, b: w[0].numel() + 1,
+        lambda x, w, b: (w.shape[0] * 9, x.shape[0] * x[0, 0].numel(), x.shape[0] * x[0, 0].numel()),
+        "2-D convolution, 3x3 kernel, stride 1, padding 1, with bias",
     )
 )

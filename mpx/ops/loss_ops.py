@@ -10,13 +10,11 @@ import torch.nn.functional as F
 
 from ..formats import Format
 from . import inputs as gen
-from .magnitude import Magnitude
+from .magnitude import first_order
 from .registry import register
 from .softmax_ops import log_softmax_error, shift_error
-from .spec import Arg, InputClass, OpSpec, Tolerance
+from .spec import ACCUMULATED, INPUT_CLASSES, Arg, InputClass, OpSpec
 
-ACCUMULATED = Tolerance(1.0, accumulation=True)
-CLASSES = ("normal", "special", "odd-shape", "long-reduction")
 _MSE_SHAPES = {"normal": (8, 16), "special": (8, 16), "odd-shape": (7, 13), "long-reduction": (gen.LONG,)}
 # (batch, classes): the long case is a 4096-way softmax
 _CE_SHAPES = {"normal": (8, 10), "special": (8, 12), "odd-shape": (7, 13), "long-reduction": (4, gen.LONG)}
@@ -73,37 +71,42 @@ def _ce_backward_terms(inputs, grads) -> tuple[torch.Tensor, ...]:
     return ((y * shift_error(logits) + y + onehot) * grads[0].abs() / logits.shape[0] * 3,)
 
 
-def _one(*inputs: torch.Tensor) -> int:
-    return 1
+def _loss(name: str, args: tuple[Arg, ...], reference, make_inputs, forward_terms, backward_terms, doc: str):
+    """A loss: computed in fp32 under autocast, returned as an fp32 scalar."""
+    return OpSpec(
+        name,
+        "loss",
+        args,
+        reference,
+        make_inputs,
+        ACCUMULATED,
+        "fp32",
+        input_classes=INPUT_CLASSES,
+        output_roles=("fp32",),
+        magnitude=first_order(forward_terms, backward_terms),
+        doc=f"{doc}, an fp32 scalar",
+    )
 
 
 register(
-    OpSpec(
+    _loss(
         "mse_loss",
-        "loss",
         (Arg("pred"), Arg("target", differentiable=False)),
         _mse,
         _mse_inputs,
-        ACCUMULATED,
-        "fp32",
-        input_classes=CLASSES,
-        output_roles=("fp32",),
-        magnitude=Magnitude(_mse_forward_terms, _one, _mse_backward_terms, _one, signed=True),
-        doc="mean((pred - target)^2), an fp32 scalar",
+        _mse_forward_terms,
+        _mse_backward_terms,
+        "mean((pred - target)^2)",
     )
 )
 register(
-    OpSpec(
+    _loss(
         "cross_entropy",
-        "loss",
         (Arg("logits"), Arg("target", role="index", differentiable=False)),
         _cross_entropy,
         _ce_inputs,
-        ACCUMULATED,
-        "fp32",
-        input_classes=CLASSES,
-        output_roles=("fp32",),
-        magnitude=Magnitude(_ce_forward_terms, _one, _ce_backward_terms, _one, signed=True),
-        doc="mean over the batch of -log_softmax(logits)[target], an fp32 scalar",
+        _ce_forward_terms,
+        _ce_backward_terms,
+        "mean over the batch of -log_softmax(logits)[target]",
     )
 )

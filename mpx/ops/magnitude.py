@@ -41,3 +41,15 @@ class Magnitude:
 def lengths(value: Lengths, count: int) -> tuple[int, ...]:
     """One n per output: an int applies to all of them."""
     return (value,) * count if isinstance(value, int) else tuple(value)
+
+
+def one(*inputs: torch.Tensor, **attrs: object) -> int:
+    """n = 1: bounds already written as first-order error coefficients in units of 2**-24."""
+    return 1
+
+
+def first_order(
+    forward: Callable[..., tuple[torch.Tensor, ...]], backward: Callable[..., tuple[torch.Tensor, ...]] | None = None
+) -> Magnitude:
+    """A signed Magnitude whose functions return first-order error coefficients (n = 1 both ways)."""
+    return Magnitude(forward, one, backward, one, signed=True)

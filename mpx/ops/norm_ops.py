@@ -13,12 +13,10 @@ import torch.nn.functional as F
 
 from ..formats import Format
 from . import inputs as gen
-from .magnitude import Magnitude
+from .magnitude import first_order
 from .registry import register
-from .spec import Arg, InputClass, OpSpec, Tolerance
+from .spec import ACCUMULATED, INPUT_CLASSES, Arg, InputClass, OpSpec
 
-ACCUMULATED = Tolerance(1.0, accumulation=True)
-CLASSES = ("normal", "special", "odd-shape", "long-reduction")
 EPS = 1e-5
 _SHAPES = {"normal": (8, 32), "special": (8, 16), "odd-shape": (7, 3, 13), "long-reduction": (4, gen.LONG)}
 # (batch, channels, size): batch_norm in inference mode has no reduction, only per-element math
@@ -110,10 +108,6 @@ def _rms_norm_backward_terms(inputs, grads):
     return _norm_backward(x, weight, grads[0].abs(), False)[:2]
 
 
-def _one(*inputs: torch.Tensor) -> int:
-    return 1
-
-
 def _bn_inputs(fmt: Format, input_class: InputClass, generator: torch.Generator):
     batch, channels, size = _BN_SHAPES[input_class]
     shape = (batch, channels, size, size)
@@ -151,32 +145,42 @@ def _bn_backward_terms(inputs, grads):
     return 4 * g * _channel(weight.abs()) * inverse, (g * xhat).sum((0, 2, 3)) * (count + 4), g.sum((0, 2, 3)) * count
 
 
-register(
-    OpSpec(
-        "layer_norm",
+def _row_norm(name: str, args: tuple[Arg, ...], reference, make_inputs, forward_terms, backward_terms, doc: str):
+    """A normalization over the last dimension, fp32 under autocast."""
+    return OpSpec(
+        name,
         "model",
+        args,
+        reference,
+        make_inputs,
+        ACCUMULATED,
+        "fp32",
+        input_classes=INPUT_CLASSES,
+        magnitude=first_order(forward_terms, backward_terms),
+        doc=f"{doc} over the last dimension, eps={EPS}",
+    )
+
+
+register(
+    _row_norm(
+        "layer_norm",
         (Arg("x"), Arg("weight"), Arg("bias")),
         _layer_norm,
         _layer_norm_inputs,
-        ACCUMULATED,
-        "fp32",
-        input_classes=CLASSES,
-        magnitude=Magnitude(_layer_norm_forward_terms, _one, _layer_norm_backward_terms, _one, signed=True),
-        doc=f"layer normalization over the last dimension, eps={EPS}",
+        _layer_norm_forward_terms,
+        _layer_norm_backward_terms,
+        "layer normalization",
     )
 )
 register(
-    OpSpec(
+    _row_norm(
         "rms_norm",
-        "model",
         (Arg("x"), Arg("weight")),
         _rms_norm,
         _rms_norm_inputs,
-        ACCUMULATED,
-        "fp32",
-        input_classes=CLASSES,
-        magnitude=Magnitude(_rms_norm_forward_terms, _one, _rms_norm_backward_terms, _one, signed=True),
-        doc=f"RMS normalization over the last dimension, eps={EPS}",
+        _rms_norm_forward_terms,
+        _rms_norm_backward_terms,
+        "RMS normalization",
     )
 )
 register(
@@ -195,7 +199,7 @@ register(
         ACCUMULATED,
         "promote",
         input_classes=("normal", "special", "odd-shape"),
-        magnitude=Magnitude(_bn_forward_terms, _one, _bn_backward_terms, _one, signed=True),
+        magnitude=first_order(_bn_forward_terms, _bn_backward_terms),
         doc=f"batch normalization in inference mode (running statistics), NCHW, eps={EPS}; torch.autocast keeps the "
         "input's format",
     )

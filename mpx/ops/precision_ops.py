@@ -12,9 +12,9 @@ import torch
 
 from ..formats import FP32, Format
 from . import inputs as gen
-from .magnitude import Magnitude
+from .magnitude import first_order
 from .registry import register
-from .spec import EXACT, Arg, InputClass, OpSpec, Tolerance
+from .spec import ACCUMULATED, EXACT, Arg, InputClass, OpSpec
 
 _SHAPE = (8, 16)
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
@@ -117,10 +117,6 @@ def _adam_terms(master, grad, exp_avg, exp_avg_sq, found_inf, *, lr, beta1, beta
     return live * (3 * master.abs() + 13 * update), live * 3 * avg, live * 4 * avg_sq
 
 
-def _one(*inputs: torch.Tensor, **attrs: object) -> int:
-    return 1
-
-
 def _sgd_inputs(fmt: Format, input_class: InputClass, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     return _update_inputs(fmt, input_class, generator, moments=1)
 
@@ -131,108 +127,102 @@ def _adam_inputs(fmt: Format, input_class: InputClass, generator: torch.Generato
 
 _CLASSES = ("normal", "special", "odd-shape")
 _FLAG = Arg("found_inf", role="fp32", differentiable=False)
-register(
-    OpSpec(
-        "cast",
+
+
+def _exact(name: str, args: tuple[Arg, ...], reference, make_inputs, doc: str, **fields) -> OpSpec:
+    """A single-rounding precision op: bit-exact, no backward unless `fields` say otherwise."""
+    fields = {"has_backward": False, **fields}
+    return OpSpec(
+        name, "precision", args, reference, make_inputs, EXACT, "promote", input_classes=_CLASSES, doc=doc, **fields
+    )
+
+
+def _master_update(name: str, moments: tuple[str, ...], reference, make_inputs, terms, attrs, doc: str) -> OpSpec:
+    """An fp32 optimizer step on masters and `moments` from a low-precision grad, skipped when found_inf != 0."""
+    return OpSpec(
+        name,
         "precision",
+        (Arg("master", role="fp32"), Arg("grad"), *(Arg(m, role="fp32") for m in moments), _FLAG),
+        reference,
+        make_inputs,
+        ACCUMULATED,
+        "promote",
+        has_backward=False,
+        input_classes=("normal", "special"),
+        attrs=attrs,
+        output_roles=("fp32",) * (1 + len(moments)),
+        magnitude=first_order(terms),
+        doc=doc,
+    )
+
+
+register(
+    _exact(
+        "cast",
         (Arg("x", role="fp32"),),
         _identity,
         _fp32_source,
-        EXACT,
-        "promote",
-        input_classes=_CLASSES,
-        doc="fp32 -> the case's format, round to nearest even (the output rounding is the whole op)",
+        "fp32 -> the case's format, round to nearest even (the output rounding is the whole op)",
+        has_backward=True,
     )
 )
 register(
-    OpSpec(
+    _exact(
         "scale",
-        "precision",
         (Arg("x"), Arg("scale", role="fp32", differentiable=False)),
         _scale,
         _scaled_inputs,
-        EXACT,
-        "promote",
-        has_backward=False,
-        input_classes=_CLASSES,
-        doc="x * scale for a power-of-two fp32 scale (loss scaling), in x's format",
+        "x * scale for a power-of-two fp32 scale (loss scaling), in x's format",
     )
 )
 register(
-    OpSpec(
+    _exact(
         "unscale",
-        "precision",
         (Arg("grad"), Arg("inv_scale", role="fp32", differentiable=False)),
         _scale,
         _unscale_inputs,
-        EXACT,
-        "promote",
-        has_backward=False,
-        input_classes=_CLASSES,
+        "grad * inv_scale computed in fp32 (one rounding), an fp32 gradient",
         output_roles=("fp32",),
-        doc="grad * inv_scale computed in fp32 (one rounding), an fp32 gradient",
     )
 )
 register(
-    OpSpec(
+    _exact(
         "nonfinite_check",
-        "precision",
         (Arg("x", differentiable=False),),
         _nonfinite_check,
         _check_inputs,
-        EXACT,
-        "promote",
-        has_backward=False,
-        input_classes=_CLASSES,
+        "found_inf: a 0-dim fp32 1.0 if any element is inf or NaN, else 0.0",
         output_roles=("fp32",),
-        doc="found_inf: a 0-dim fp32 1.0 if any element is inf or NaN, else 0.0",
     )
 )
 register(
-    OpSpec(
+    _master_update(
         "sgd_master_update",
-        "precision",
-        (Arg("master", role="fp32"), Arg("grad"), Arg("momentum_buffer", role="fp32"), _FLAG),
+        ("momentum_buffer",),
         _sgd,
         _sgd_inputs,
-        Tolerance(1.0, accumulation=True),
-        "promote",
-        has_backward=False,
-        input_classes=("normal", "special"),
-        attrs=SGD,
-        output_roles=("fp32", "fp32"),
-        magnitude=Magnitude(_sgd_terms, _one, signed=True),
-        doc="SGD with momentum and weight decay on fp32 masters, skipped (inputs returned) when found_inf != 0",
+        _sgd_terms,
+        SGD,
+        "SGD with momentum and weight decay on fp32 masters, skipped (inputs returned) when found_inf != 0",
     )
 )
 register(
-    OpSpec(
+    _master_update(
         "adam_master_update",
-        "precision",
-        (Arg("master", role="fp32"), Arg("grad"), Arg("exp_avg", role="fp32"), Arg("exp_avg_sq", role="fp32"), _FLAG),
+        ("exp_avg", "exp_avg_sq"),
         _adam,
         _adam_inputs,
-        Tolerance(1.0, accumulation=True),
-        "promote",
-        has_backward=False,
-        input_classes=("normal", "special"),
-        attrs=ADAM,
-        output_roles=("fp32", "fp32", "fp32"),
-        magnitude=Magnitude(_adam_terms, _one, signed=True),
-        doc="AdamW step (bias-corrected) on fp32 masters and moments, skipped (inputs returned) when found_inf != 0",
+        _adam_terms,
+        ADAM,
+        "AdamW step (bias-corrected) on fp32 masters and moments, skipped (inputs returned) when found_inf != 0",
     )
 )
 register(
-    OpSpec(
+    _exact(
         "cast_back",
-        "precision",
         (Arg("master", role="fp32"),),
         _identity,
         _fp32_source,
-        EXACT,
-        "promote",
-        has_backward=False,
-        input_classes=_CLASSES,
-        doc="fp32 master weights -> the parameters' format (one rounding)",
+        "fp32 master weights -> the parameters' format (one rounding)",
     )
 )

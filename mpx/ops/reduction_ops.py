@@ -6,12 +6,10 @@ import torch
 
 from ..formats import Format
 from . import inputs as gen
-from .magnitude import Magnitude
+from .magnitude import Magnitude, one
 from .registry import register
-from .spec import EXACT, Arg, InputClass, OpSpec, Tolerance
+from .spec import ACCUMULATED, EXACT, INPUT_CLASSES, Arg, InputClass, OpSpec
 
-ACCUMULATED = Tolerance(1.0, accumulation=True)
-CLASSES = ("normal", "special", "odd-shape", "long-reduction")
 _SHAPES = {"normal": (8, 64), "special": (8, 32), "odd-shape": (7, 13, 33), "long-reduction": (4, gen.LONG)}
 
 
@@ -42,38 +40,24 @@ def _length_and_division(x: torch.Tensor) -> int:
     return x.shape[-1] + 1
 
 
-def _one(x: torch.Tensor) -> int:
-    return 1
-
-
-register(
-    OpSpec(
-        "reduce_sum",
+def _accumulated(name: str, reference, n, doc: str) -> OpSpec:
+    """A reduction computed in fp32 (autocast's fp32 class): the fp32 sum bound over n terms."""
+    return OpSpec(
+        name,
         "model",
         (Arg("x"),),
-        _sum,
+        reference,
         _inputs,
         ACCUMULATED,
         "fp32",
-        input_classes=CLASSES,
-        magnitude=Magnitude(_sum, _length, backward_n=_one),
-        doc="sum over the last dimension",
+        input_classes=INPUT_CLASSES,
+        magnitude=Magnitude(reference, n, backward_n=one),
+        doc=doc,
     )
-)
-register(
-    OpSpec(
-        "reduce_mean",
-        "model",
-        (Arg("x"),),
-        _mean,
-        _inputs,
-        ACCUMULATED,
-        "fp32",
-        input_classes=CLASSES,
-        magnitude=Magnitude(_mean, _length_and_division, backward_n=_one),
-        doc="mean over the last dimension",
-    )
-)
+
+
+register(_accumulated("reduce_sum", _sum, _length, "sum over the last dimension"))
+register(_accumulated("reduce_mean", _mean, _length_and_division, "mean over the last dimension"))
 register(
     OpSpec(
         "reduce_max",
@@ -83,7 +67,7 @@ register(
         _inputs,
         EXACT,
         "promote",
-        input_classes=CLASSES,
+        input_classes=INPUT_CLASSES,
         doc="maximum over the last dimension (exact: the result is one of the inputs)",
     )
 )

@@ -11,12 +11,10 @@ import torch
 
 from ..formats import Format
 from . import inputs as gen
-from .magnitude import Magnitude
+from .magnitude import first_order
 from .registry import register
-from .spec import Arg, InputClass, OpSpec, Tolerance
+from .spec import ACCUMULATED, INPUT_CLASSES, Arg, InputClass, OpSpec
 
-ACCUMULATED = Tolerance(1.0, accumulation=True)
-CLASSES = ("normal", "special", "odd-shape", "long-reduction")
 _SHAPES = {"normal": (8, 32), "special": (8, 16), "odd-shape": (7, 5, 13), "long-reduction": (4, gen.LONG)}
 
 
@@ -86,35 +84,31 @@ def _log_softmax_backward_terms(
     return (g + y * _row_sum(g) * (log_softmax_error(x) + x.shape[-1] + 4),)
 
 
-def _one(x: torch.Tensor) -> int:
-    return 1
-
-
-register(
-    OpSpec(
-        "softmax",
+def _row_op(name: str, reference, forward_terms, backward_terms, doc: str) -> OpSpec:
+    """A last-dimension op on one input, fp32 under autocast, bounded by first-order coefficients."""
+    return OpSpec(
+        name,
         "model",
         (Arg("x"),),
-        _softmax,
+        reference,
         _inputs,
         ACCUMULATED,
         "fp32",
-        input_classes=CLASSES,
-        magnitude=Magnitude(_softmax_forward_terms, _one, _softmax_backward_terms, _one, signed=True),
-        doc="softmax over the last dimension",
+        input_classes=INPUT_CLASSES,
+        magnitude=first_order(forward_terms, backward_terms),
+        doc=doc,
     )
+
+
+register(
+    _row_op("softmax", _softmax, _softmax_forward_terms, _softmax_backward_terms, "softmax over the last dimension")
 )
 register(
-    OpSpec(
+    _row_op(
         "log_softmax",
-        "model",
-        (Arg("x"),),
         _log_softmax,
-        _inputs,
-        ACCUMULATED,
-        "fp32",
-        input_classes=CLASSES,
-        magnitude=Magnitude(_log_softmax_forward_terms, _one, _log_softmax_backward_terms, _one, signed=True),
-        doc="log of softmax over the last dimension",
+        _log_softmax_forward_terms,
+        _log_softmax_backward_terms,
+        "log of softmax over the last dimension",
     )
 )

@@ -54,6 +54,8 @@ class Tolerance:
 
 
 EXACT = Tolerance(0.0)
+# one ULP of the output plus the fp32 accumulation bound: ops that reduce or chain fp32 roundings
+ACCUMULATED = Tolerance(1.0, accumulation=True)
 
 Reference = Callable[..., tuple[torch.Tensor, ...]]
 InputMaker = Callable[[Format, InputClass, torch.Generator], tuple[torch.Tensor, ...]]
