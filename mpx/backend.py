@@ -51,6 +51,13 @@ class Backend:
             return Support("unsupported", f"{op.name} is not defined in {fmt.name}")
         return Support("native")
 
+    def require(self, op: OpSpec, fmt: Format, pass_: Pass = "forward") -> Support:
+        """support(), raising OpError with its reason when the case does not run here (for `run` to call first)."""
+        support = self.support(op, fmt, pass_)
+        if not support.runs:
+            raise OpError(f"{self.name} backend cannot run {op.name} {pass_} in {fmt.name}: {support.reason}")
+        return support
+
     def run(
         self,
         op: OpSpec,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from mpx.backend import Backend, Support
+from mpx.backend import Backend
 from mpx.errors import OpError
 from mpx.formats import FORMATS, Format, Overflow, Subnormals
 from mpx.ops.check import arg_format, flush, flush_inputs, result_formats, vjp
@@ -31,6 +31,7 @@ class CpuBackend(Backend):
 
     overflow="saturate" clamps results to +-max like some NPUs; subnormals="flush" reads subnormal inputs
     as zero and flushes subnormal results. native=True makes autocast() use torch's own CPU autocast kernels.
+    support() is the base class's: native for every (op, format, pass) the op itself defines.
     """
 
     name = "cpu"
@@ -46,10 +47,6 @@ class CpuBackend(Backend):
             raise OpError(f"cpu backend: native must be True or False, not {native!r}")
         self.overflow, self.subnormals, self.native = overflow, subnormals, native
 
-    def support(self, op: OpSpec, fmt: Format, pass_: Pass = "forward") -> Support:
-        """Native for every (op, format, pass) the op itself defines."""
-        return super().support(op, fmt, pass_)
-
     def run(
         self,
         op: OpSpec,
@@ -59,9 +56,7 @@ class CpuBackend(Backend):
         grad_outputs: tuple[torch.Tensor, ...] | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Forward: the op's outputs in their formats. Backward: gradients of the differentiable args."""
-        support = self.support(op, fmt, pass_)
-        if not support.runs:
-            raise OpError(f"cpu backend cannot run {op.name} {pass_} in {fmt.name}: {support.reason}")
+        self.require(op, fmt, pass_)
         if len(inputs) != op.arity:
             raise OpError(
                 f"{op.name} takes {op.arity} inputs ({', '.join(a.name for a in op.args)}), got {len(inputs)}"

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from mpx.backend import Backend, Support
-from mpx.errors import BackendUnavailableError, OpError, PolicyError
+from mpx.errors import BackendUnavailableError, PolicyError
 from mpx.formats import BF16, FP8_E5M2, FP32, Format
 from mpx.ops.spec import OpSpec, Pass
 from mpx.policy import Policy
@@ -72,9 +72,7 @@ class CudaBackend(Backend):
         pass_: Pass = "forward",
         grad_outputs: tuple[torch.Tensor, ...] | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        support = self.support(op, fmt, pass_)
-        if not support.runs:
-            raise OpError(f"cuda backend cannot run {op.name} {pass_} in {fmt.name}: {support.reason}")
+        self.require(op, fmt, pass_)
         with torch.cuda.device(self.index), strict_numerics(self.tf32, self.reduced_precision_reduction):
             return run_on_device(op, fmt, inputs, pass_, grad_outputs, self.device)
 
