@@ -22,6 +22,18 @@ def _train(mp, model, steps=5, seed=1):
         mp.step()
 
 
+def _step_alongside(mp, ours, reference, theirs, steps=5):
+    """`steps` steps of mp on `ours` and of the plain torch optimizer `reference` on `theirs`, same batches."""
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(steps):
+        x = torch.randn(16, 8, generator=generator)
+        for model in (ours, theirs):
+            model.zero_grad()
+            model(x).square().mean().backward()
+        mp.step()
+        reference.step()
+
+
 def test_half_model_gets_fp32_masters_in_the_optimizer():
     model = _model(torch.float16)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -68,15 +80,7 @@ def test_masters_keep_updates_smaller_than_half_an_fp16_ulp():
 def test_masked_update_matches_torch_optimizer_without_overflow(make):
     ours, theirs = _model(), _model()
     mp = mpx.MixedPrecision(ours, make(ours.parameters()), policy="fp32")
-    reference = make(theirs.parameters())
-    generator = torch.Generator().manual_seed(3)
-    for _ in range(5):
-        x = torch.randn(16, 8, generator=generator)
-        for model in (ours, theirs):
-            model.zero_grad()
-            model(x).square().mean().backward()
-        mp.step()
-        reference.step()
+    _step_alongside(mp, ours, make(theirs.parameters()), theirs)
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -181,15 +185,7 @@ def test_masked_update_with_bf16_first_moment_tracks_torch_optimizer(make):
     ours, theirs = _model(), _model()
     formats = mpx.state_formats(exp_avg="bf16")
     mp = mpx.MixedPrecision(ours, make(ours.parameters()), policy="fp32", state_formats=formats)
-    reference = make(theirs.parameters())
-    generator = torch.Generator().manual_seed(3)
-    for _ in range(5):
-        x = torch.randn(16, 8, generator=generator)
-        for model in (ours, theirs):
-            model.zero_grad()
-            model(x).square().mean().backward()
-        mp.step()
-        reference.step()
+    _step_alongside(mp, ours, make(theirs.parameters()), theirs)
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-3)
         assert not torch.equal(a, b)  # bf16 moments really were used
