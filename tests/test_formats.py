@@ -209,6 +209,10 @@ def test_float64_round_differs_from_rounding_through_fp32() -> None:
     assert float(np.float32(x).astype(ml_dtypes.bfloat16)) == 1.0
 
 
+def _random_and_edges(random_fp32: np.ndarray, name: str) -> torch.Tensor:
+    return torch.from_numpy(np.concatenate([random_fp32, edge_values(name)[0]]))
+
+
 def _overflowed(rounded: torch.Tensor, x: torch.Tensor, fmt: Format) -> torch.Tensor:
     return rounded.isinf() if fmt.has_inf else rounded.isnan() & ~x.isnan()
 
@@ -216,7 +220,7 @@ def _overflowed(rounded: torch.Tensor, x: torch.Tensor, fmt: Format) -> torch.Te
 @pytest.mark.parametrize("name", NAMES)
 def test_saturate_turns_overflow_and_inf_into_signed_max(random_fp32: np.ndarray, name: str) -> None:
     fmt = mpx.format(name)
-    x = torch.from_numpy(np.concatenate([random_fp32, edge_values(name)[0]]))
+    x = _random_and_edges(random_fp32, name)
     ieee = fmt.round(x)
     saturated = fmt.round(x, overflow="saturate")
     overflowed = _overflowed(ieee, x, fmt)
@@ -229,7 +233,7 @@ def test_saturate_turns_overflow_and_inf_into_signed_max(random_fp32: np.ndarray
 @pytest.mark.parametrize("name", NAMES)
 def test_flush_turns_subnormal_results_into_signed_zero(random_fp32: np.ndarray, name: str) -> None:
     fmt = mpx.format(name)
-    x = torch.from_numpy(np.concatenate([random_fp32, edge_values(name)[0]]))
+    x = _random_and_edges(random_fp32, name)
     kept = fmt.round(x)
     flushed = fmt.round(x, subnormals="flush")
     subnormal = (kept.abs() < fmt.min_normal) & (kept != 0)
