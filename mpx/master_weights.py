@@ -65,9 +65,3 @@ class MasterWeights:
         for param, master in self.pairs:
             if master is not param:
                 param.copy_(master)
-
-    @torch.no_grad()
-    def copy_from_model(self) -> None:
-        for param, master in self.pairs:
-            if master is not param:
-                master.copy_(param)
