@@ -94,8 +94,8 @@ def run_suite(
             except MpxError as error:
                 reports.append(BackendReport(name, False, str(error)))
                 continue
-            description = backend.describe()
             cases = run_cases(backend, selection.cases, on_result, cache)
+            description = backend.describe()  # after the cases: run-time state (session-cache hits) is the pass's
         scenarios = roll_up(selection.scenarios, cases, columns)
         reports.append(BackendReport(name, True, "", description, isolate, cases, scenarios))
     return Report(run_metadata(started, selection), reports)

@@ -67,3 +67,9 @@ def test_bf16_gaps_are_listed_with_their_reasons():
 
 def test_onnxrt_describes_its_provider():
     assert onnxrt_report()["describe"]["device"] == "CPUExecutionProvider"
+
+
+def test_describe_is_taken_after_the_cases_so_the_session_cache_stats_are_the_pass():
+    stats = onnxrt_report()["describe"]["session_cache"]
+    assert stats["entries"] > 0 and stats["misses"] >= stats["entries"]
+    assert stats["hits"] > 0 and 0 < stats["hit_rate"] < 1

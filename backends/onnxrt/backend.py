@@ -146,6 +146,9 @@ class OnnxRuntimeBackend(Backend):
         try:
             placement = self._place(built, fmt)
             status, reason = placement.status, placement.reason
+            if built.decompositions:  # the op's graph itself works around the EP's kernel (e.g. NaN in ReduceMax)
+                status = "decomposed" if status == "native" else status
+                reason = "; ".join((*built.decompositions, *([reason] if reason else [])))
         except GraphUnsupported as error:
             if not built.decomposable:
                 return CompiledGraph(Support("unsupported", f"{self.provider}: {error}"))

@@ -73,14 +73,20 @@ def _gelu_backward(ctx: GraphContext) -> list[str]:
     return [down(ctx, ctx.node("Mul", g, ctx.node("Add", cdf, ctx.node("Mul", x, pdf))))]
 
 
+def _sigmoid_denominator(ctx: GraphContext, x: str) -> str:
+    """1 + exp(-x) in fp32. x / (1 + exp(-x)) is measured better than x * Sigmoid(x) on the CPU EP (whose
+    Sigmoid is a rational approximation): silu forward 294 -> 1 ULP, backward 256 -> 72 ULP (seed 0)."""
+    return ctx.node("Add", f32(ctx, 1.0), ctx.node("Exp", ctx.node("Neg", x)))
+
+
 def _silu(ctx: GraphContext) -> list[str]:
     x = up(ctx, ctx["x"])
-    return [down(ctx, ctx.node("Mul", x, ctx.node("Sigmoid", x)))]
+    return [down(ctx, ctx.node("Div", x, _sigmoid_denominator(ctx, x)))]
 
 
 def _silu_backward(ctx: GraphContext) -> list[str]:
     x, g = up(ctx, ctx["x"]), up(ctx, ctx.grad_outputs[0])
-    s = ctx.node("Sigmoid", x)
+    s = ctx.node("Div", f32(ctx, 1.0), _sigmoid_denominator(ctx, x))
     inner = ctx.node("Add", f32(ctx, 1.0), ctx.node("Mul", x, ctx.node("Sub", f32(ctx, 1.0), s)))
     return [down(ctx, ctx.node("Mul", g, ctx.node("Mul", s, inner)))]
 
@@ -151,11 +157,28 @@ def _reduce_mean_backward(ctx: GraphContext) -> list[str]:
     return [down(ctx, _expand_grad(ctx, g))]
 
 
+NAN_MAX = "ORT's ReduceMax drops NaN; NaN propagated by Where(ReduceMax(Cast(IsNaN(x))) > 0, NaN, ReduceMax(x))"
+
+
+def _nan_max(ctx: GraphContext, x: str, axes: list[int], keepdims: int, elem_type: int | None = None) -> str:
+    """ReduceMax that propagates NaN as torch.amax does (the CPU EP's ReduceMax skips NaN)."""
+    if NAN_MAX not in ctx.decompositions:
+        ctx.decompositions.append(NAN_MAX)
+    peak = reduce_all(ctx, "ReduceMax", x, axes, keepdims)
+    nan_seen = reduce_all(ctx, "ReduceMax", ctx.node("Cast", ctx.node("IsNaN", x), to=FLOAT), axes, keepdims)
+    has_nan = ctx.node("Greater", nan_seen, f32(ctx, 0.0))
+    return ctx.node("Where", has_nan, ctx.const(float("nan"), elem_type), peak)
+
+
+def _reduce_max(ctx: GraphContext) -> list[str]:
+    return [_nan_max(ctx, ctx["x"], _reduce_axes(ctx), _keepdims(ctx))]
+
+
 def _reduce_max_backward(ctx: GraphContext) -> list[str]:
-    """torch.amax's gradient: split evenly between the elements equal to the maximum."""
+    """torch.amax's gradient: split evenly between the elements equal to the maximum (NaN where it is NaN)."""
     axes = _reduce_axes(ctx)
     x = up(ctx, ctx["x"])
-    peak = reduce_all(ctx, "ReduceMax", x, axes, keepdims=1)
+    peak = _nan_max(ctx, x, axes, keepdims=1, elem_type=FLOAT)
     hits = ctx.node("Cast", ctx.node("Equal", x, peak), to=FLOAT)
     count = reduce_all(ctx, "ReduceSum", hits, axes, keepdims=1)
     g = _expand_grad(ctx, up(ctx, ctx.grad_outputs[0]))
@@ -173,4 +196,4 @@ GRAPHS["sqrt"] = OpGraph(_sqrt, _sqrt_backward)
 GRAPHS["where"] = OpGraph(_where, _where_backward)
 GRAPHS["reduce_sum"] = OpGraph(_reduce("ReduceSum"), _reduce_sum_backward)
 GRAPHS["reduce_mean"] = OpGraph(_reduce("ReduceMean"), _reduce_mean_backward)
-GRAPHS["reduce_max"] = OpGraph(_reduce("ReduceMax"), _reduce_max_backward)
+GRAPHS["reduce_max"] = OpGraph(_reduce_max, _reduce_max_backward)
