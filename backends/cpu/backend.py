@@ -12,6 +12,7 @@ from mpx.backend import Backend
 from mpx.errors import OpError
 from mpx.formats import FORMATS, Format, Overflow, Subnormals
 from mpx.ops.check import arg_format, flush, flush_inputs, result_formats, vjp
+from mpx.ops.elementwise_ops import ELEMENTWISE_OPS
 from mpx.ops.spec import OpSpec, Pass
 from mpx.policy import Policy
 from mpx.policy import policy as lookup_policy
@@ -21,9 +22,9 @@ def compute_dtype(op: OpSpec) -> torch.dtype:
     """fp32 for ops that accumulate (as GEMM units and reduction kernels do); float64 for the rest.
 
     float64 math on exactly stored inputs, then one rounding, is the correctly rounded result an
-    element-wise unit delivers.
+    element-wise unit delivers: element-wise ops get it even where their tolerance admits more.
     """
-    return torch.float32 if op.tolerance.accumulation else torch.float64
+    return torch.float32 if op.tolerance.accumulation and op.name not in ELEMENTWISE_OPS else torch.float64
 
 
 class CpuBackend(Backend):
