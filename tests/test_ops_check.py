@@ -155,3 +155,15 @@ def test_compare_reports_a_shape_or_count_mismatch() -> None:
     op, prepared, (want,) = case("add", FP32)
     assert not compare(op, FP32, (want[:1],), (want,), prepared, "forward").passed
     assert not compare(op, FP32, (), (want,), prepared, "forward").passed
+
+
+def test_gelu_tail_allows_the_fp32_algorithms_error_and_no_more() -> None:
+    """At x = -3.47, 1 + erf(x / sqrt 2) cancels: an erf 1 ULP off is allowed, one 10 ULP off is not."""
+    op = get_op("gelu")
+    x = torch.tensor([[-3.46875]], dtype=torch.float64)
+    prepared = Prepared((x,), (x.float(),))
+    (want,) = expected(op, FP32, prepared, "forward")
+    erf = torch.erf(x / 2**0.5)
+    for erf_ulps, passes in ((1, True), (10, False)):
+        got = (0.5 * x * (1 + erf + erf_ulps * 2.0**-24)).float()
+        assert compare(op, FP32, (got,), (want,), prepared, "forward").passed is passes
