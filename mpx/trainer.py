@@ -196,6 +196,8 @@ class MixedPrecision:
         returns whether it advanced.
         """
         if self._last is None or not self._last.was_skipped:
+            if self._last is not None:  # mpx stepped the optimizer itself: tell torch's "step before scheduler" check
+                self.optimizer._opt_called = True
             scheduler.step()
             return True
         return False
