@@ -171,6 +171,7 @@ def _round_by_cast(fmt: Format, x: torch.Tensor) -> torch.Tensor:
             codes[past] |= 0x7F  # the all-ones exponent and mantissa: NaN, keeping the sign
     return low.to(x.dtype)
 
+
 def _round_bits(fmt: Format, x: torch.Tensor) -> torch.Tensor:
     """Exact rounding by integer arithmetic on the bits of x: a single rounding from any float dtype.
 
