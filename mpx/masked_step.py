@@ -11,6 +11,7 @@ import warnings
 
 import torch
 
+from .fused_optim import fused_step, supports_fused_step
 from .optim_state import StateFormats
 
 
@@ -148,19 +149,14 @@ def _fused_fits(
     optimizer: torch.optim.Optimizer, grads: dict[torch.Tensor, torch.Tensor], formats: StateFormats
 ) -> bool:
     """torch's fused Adam/AdamW takes found_inf itself when everything it steps is fp32 with fp32 state."""
-    return bool(optimizer.defaults.get("fused")) and not formats.state and all(
-        p.dtype == torch.float32 for p in grads)
+    return supports_fused_step(optimizer) and not formats.state and all(p.dtype == torch.float32 for p in grads)
 
 
 def _fused_step(optimizer: torch.optim.Optimizer, grads: dict[torch.Tensor, torch.Tensor], skip: torch.Tensor) -> None:
     """torch's fused kernel skips the update and undoes the step count when found_inf is set (no host sync)."""
     for param, grad in grads.items():
         param.grad = grad
-    optimizer.found_inf = skip.float()  # type: ignore[attr-defined]
-    try:
-        optimizer.step()
-    finally:
-        del optimizer.found_inf  # type: ignore[attr-defined]
+    fused_step(optimizer, None, skip)
 
 
 def _generic_step(

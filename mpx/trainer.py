@@ -136,14 +136,13 @@ class MixedPrecision:
         self.scaler.scale(loss.float()).backward()
 
     def _gradients(self) -> dict[torch.Tensor, torch.Tensor]:
-        """fp32 gradients keyed by the tensor the optimizer updates (fresh fp32 copies where needed)."""
+        """fp32 gradients keyed by the tensor the optimizer updates (fp32 copies of low-precision ones)."""
         grads: dict[torch.Tensor, torch.Tensor] = {}
         for param, target in self.master_weights.pairs:
             grad = self._grad_buffers.get(param) if param in self._grad_buffers else param.grad
             if grad is None:
                 continue
-            grads[target] = grad if grad.dtype == torch.float32 and target is param and grad is param.grad \
-                else grad.float()
+            grads[target] = grad.float()
         return grads
 
     def unscale_(self) -> torch.Tensor:
@@ -163,7 +162,8 @@ class MixedPrecision:
         grads = list(self._unscaled.values())
         total = torch.nn.utils.get_total_norm(grads, norm_type)
         coefficient = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        torch._foreach_mul_(grads, coefficient.to(grads[0].device)) if grads else None
+        if grads:
+            torch._foreach_mul_(grads, coefficient.to(grads[0].device))
         return total
 
     def step(self) -> StepResult:

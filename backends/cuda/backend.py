@@ -11,6 +11,7 @@ import torch
 from mpx.backend import Backend, Support
 from mpx.errors import BackendUnavailableError, PolicyError
 from mpx.formats import BF16, FP8_E5M2, FP32, Format
+from mpx.fp8.gemm import FP8_CAPABILITY
 from mpx.ops.spec import OpSpec, Pass
 from mpx.policy import Policy
 from mpx.policy import policy as lookup_policy
@@ -18,7 +19,6 @@ from mpx.policy import policy as lookup_policy
 from .execution import FP8_GEMM_OPS, run_on_device, strict_numerics
 from .plugin import unavailable
 
-FP8_CAPABILITY = (8, 9)  # Ada / Hopper and newer have fp8 tensor cores
 BF16_CAPABILITY = (8, 0)
 
 

@@ -14,6 +14,7 @@ from torch.overrides import TorchFunctionMode
 
 from mpx.errors import OpError
 from mpx.formats import FP8_E5M2, Format
+from mpx.fp8.gemm import fp8_gemm
 from mpx.ops.spec import OpSpec, Pass
 
 # ops whose reference is a plain matmul / linear: the ones torch._scaled_mm can run in fp8
@@ -148,17 +149,6 @@ def fp8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _scaled_mm_2d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """torch._scaled_mm needs K and N to be multiples of 16 and b column-major: pad with zeros (exact)."""
-    rows, inner = a.shape
-    cols = b.shape[1]
-    pad_inner, pad_cols = -inner % 16, -cols % 16
-    if pad_inner or pad_cols:
-        a = _pad(a, (0, pad_inner))
-        b = _pad(b, (0, pad_cols, 0, pad_inner))
+    """torch._scaled_mm with unit scales (fp8_gemm pads K and N to multiples of 16 with exact zeros)."""
     one = torch.ones((), dtype=torch.float32, device=a.device)
-    out = torch._scaled_mm(a.contiguous(), b.t().contiguous().t(), one, one, out_dtype=torch.float32)
-    return out[:, :cols]
-
-
-def _pad(t: torch.Tensor, widths: tuple[int, ...]) -> torch.Tensor:
-    return torch.nn.functional.pad(t.view(torch.uint8), widths).view(t.dtype)  # fp8 zero is all-zero bits
+    return fp8_gemm(a, b, one, one, torch.float32, "scaled_mm")

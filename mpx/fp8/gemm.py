@@ -52,8 +52,7 @@ def fp8_gemm(
         if bias is not None:
             product = product + bias.float()
         return product.to(out_dtype)
-    rows, inner = a.shape
-    cols = b.shape[1]
+    inner, cols = a.shape[1], b.shape[1]
     pad_inner, pad_cols = -inner % 16, -cols % 16
     if pad_inner:
         a = _pad(a, (0, pad_inner))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import ScalingError
-from .gemm import fp8_gemm, gemm_mode
+from .gemm import _pad, fp8_gemm, gemm_mode
 from .recipe import DelayedScaling, Fp8Recipe
 from .scaling import TensorScaling, quantize
 
@@ -88,8 +88,7 @@ def _pad_rows(g_q: torch.Tensor, x_q: torch.Tensor) -> tuple[torch.Tensor, torch
     missing = -g_q.shape[0] % 16
     if not missing:
         return g_q, x_q
-    pad = lambda t: torch.nn.functional.pad(t.view(torch.uint8), (0, 0, 0, missing)).view(t.dtype)  # noqa: E731
-    return pad(g_q), pad(x_q)
+    return _pad(g_q, (0, 0, 0, missing)), _pad(x_q, (0, 0, 0, missing))
 
 
 def convert_to_fp8(
