@@ -112,11 +112,13 @@ def _own_update(optimizer: torch.optim.Optimizer) -> str | None:
     if kind is torch.optim.SGD:
         return "sgd"
     if kind in (torch.optim.Adam, torch.optim.AdamW):
-        group = optimizer.defaults
-        if group.get("amsgrad") or group.get("differentiable"):
+        groups = optimizer.param_groups  # a group may differ from the defaults
+        if any(g.get("amsgrad") or g.get("differentiable") for g in groups):
             return None
-        decoupled = kind is torch.optim.AdamW or group.get("decoupled_weight_decay", False)
-        return "adamw" if decoupled else "adam"
+        decoupled = {kind is torch.optim.AdamW or g.get("decoupled_weight_decay", False) for g in groups}
+        if len(decoupled) != 1:
+            return None
+        return "adamw" if decoupled.pop() else "adam"
     return None
 
 

@@ -1,5 +1,6 @@
 """mpx.MixedPrecision: the step protocol, no host sync, accumulation, clipping, skips, schedulers, errors."""
 
+import copy
 import logging
 import math
 
@@ -255,3 +256,27 @@ def test_tensor_learning_rate_needs_no_host_sync_either():
     with _HostReads() as reads:
         mp.step()
     assert reads.reads == []
+
+
+def test_a_param_group_with_amsgrad_gets_torchs_own_adam_update():
+    """mpx's masked Adam has no AMSGrad: a group that asks for it (the defaults do not) falls back to torch's step."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    reference = copy.deepcopy(model)
+
+    def groups(m):
+        return [{"params": m[0].parameters()}, {"params": m[1].parameters(), "amsgrad": True}]
+
+    optimizer = torch.optim.Adam(groups(model), lr=0.1)
+    reference_optimizer = torch.optim.Adam(groups(reference), lr=0.1)
+    mp = mpx.MixedPrecision(model, optimizer, policy="fp32", loss_scale="none")
+    for _ in range(4):
+        x, y = torch.randn(8, 4), torch.randn(8, 1)
+        mp.zero_grad()
+        mp.backward(mpx.mse_loss(model(x), y))
+        mp.step()
+        reference_optimizer.zero_grad()
+        mpx.mse_loss(reference(x), y).backward()
+        reference_optimizer.step()
+    for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(ours, theirs)
