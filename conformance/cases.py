@@ -6,7 +6,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mpx.errors import ConformanceError
+from mpx.errors import ConformanceError, unknown_name_message
 from mpx.formats import FORMATS, Format
 from mpx.ops import all_ops
 from mpx.ops.spec import INPUT_CLASSES, OpSpec
@@ -67,17 +67,16 @@ def generate(
     known_ops = {op.name: op for op in all_ops()}
     unknown = [name for name in ops if name not in known_ops and name != SEMANTICS]
     if unknown:
-        raise ConformanceError(f"unknown op {unknown[0]!r}; ops: {', '.join([*known_ops, SEMANTICS])}")
+        raise ConformanceError(unknown_name_message("op", unknown[0], [*known_ops, SEMANTICS]))
     chosen = [known_ops[name] for name in known_ops if not ops or name in ops]
     cases = [case for op in chosen for case in op_cases(op, formats)]
     if not ops or SEMANTICS in ops:
         cases += semantic_cases(formats)
     if case_ids:
         by_id = {case.id: case for case in cases}
-        every = {c.id for op in known_ops.values() for c in op_cases(op)} | {c.id for c in semantic_cases()}
         for case_id in case_ids:
             if case_id not in by_id:
-                raise ConformanceError(_unknown_case_message(case_id, every, by_id))
+                raise ConformanceError(_unknown_case_message(case_id, known_ops.values()))
         cases = [by_id[case_id] for case_id in dict.fromkeys(case_ids)]
     return cases
 
@@ -95,8 +94,9 @@ def parse_case_id(case_id: str) -> Case:
     )
 
 
-def _unknown_case_message(case_id: str, every: set[str], selected: dict[str, Case]) -> str:
+def _unknown_case_message(case_id: str, ops: Iterable[OpSpec]) -> str:
     parse_case_id(case_id)  # a malformed id gets the message that shows the shape
+    every = {c.id for op in ops for c in op_cases(op)} | {c.id for c in semantic_cases()}
     if case_id in every:
         return f"case {case_id!r} is excluded by the --op/--format selection; drop those options to run it"
     import difflib

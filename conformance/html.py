@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from .matrix import cells, columns, problems, rows
+from .matrix import cells, columns, problems, readiness, rows
 from .report import STATUSES, BackendReport, Report
 
 STYLE = """
@@ -84,12 +84,11 @@ def _readiness(backend: BackendReport) -> str:
     if not backend.available:
         name = escape(backend.name)
         return f"<p data-backend='{name}'><b>{name}</b>: not available - {escape(backend.reason)}</p>"
-    formats = list(dict.fromkeys(s.format for s in backend.scenarios))
+    formats, by_scenario = readiness(backend)
     out = [f"<table class='readiness' data-backend='{escape(backend.name)}'><tr><th>{escape(backend.name)}</th>"]
     out += [f"<th>{escape(f)}</th>" for f in formats]
     out.append("</tr>")
-    for name in dict.fromkeys(s.scenario for s in backend.scenarios):
-        by_format = {s.format: s for s in backend.scenarios if s.scenario == name}
+    for name, by_format in by_scenario.items():
         out.append(f"<tr><td class='op'>{escape(name)}</td>")
         for fmt in formats:
             result = by_format.get(fmt)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .matrix import cells, columns, problems, rows
+from .matrix import cells, columns, problems, readiness, rows
 from .report import STATUSES, BackendReport, Report
 
 
@@ -38,15 +38,14 @@ def _backend(backend: BackendReport, report: Report) -> list[str]:
         "",
     ]
     if backend.scenarios:
-        formats = list(dict.fromkeys(s.format for s in backend.scenarios))
+        formats, by_scenario = readiness(backend)
         lines += [
             "### Scenario readiness",
             "",
             "| scenario | " + " | ".join(formats) + " |",
             "|---" * (len(formats) + 1) + "|",
         ]
-        for name in dict.fromkeys(s.scenario for s in backend.scenarios):
-            by_format = {s.format: s for s in backend.scenarios if s.scenario == name}
+        for name, by_format in by_scenario.items():
             row = [
                 ("ready" if by_format[f].ready else f"{by_format[f].coverage:.0%}") if f in by_format else ""
                 for f in formats

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .report import SEVERITY, BackendReport, CaseResult, Report
+from .report import SEVERITY, BackendReport, CaseResult, Report, ScenarioResult
 
 NOT_PASSING = ("fail", "error", "crash", "timeout")
 
@@ -65,3 +65,12 @@ def cells(backend: BackendReport) -> dict[tuple[str, str, str], Cell]:
 def problems(backend: BackendReport) -> list[CaseResult]:
     """The cases that did not give right numbers: fail, error, crash, timeout."""
     return [c for c in backend.cases if c.status in NOT_PASSING]
+
+
+def readiness(backend: BackendReport) -> tuple[list[str], dict[str, dict[str, ScenarioResult]]]:
+    """A backend's scenario results as a grid: the format columns, and per scenario its results by format."""
+    formats = list(dict.fromkeys(s.format for s in backend.scenarios))
+    by_scenario: dict[str, dict[str, ScenarioResult]] = {}
+    for result in backend.scenarios:
+        by_scenario.setdefault(result.scenario, {})[result.format] = result
+    return formats, by_scenario

@@ -7,7 +7,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from .matrix import problems
+from .matrix import problems, readiness
 from .report import STATUSES, BackendReport, Report
 
 COLOURS = {
@@ -60,13 +60,12 @@ def _backend(console: Console, backend: BackendReport) -> None:
 
 def readiness_table(backend: BackendReport) -> Table:
     """Scenario rows x format columns: 'ready', or the coverage and how many requirements are missing."""
-    columns = list(dict.fromkeys(s.format for s in backend.scenarios))
+    columns, by_scenario = readiness(backend)
     table = Table(title=f"{backend.name}: scenario readiness", title_justify="left")
     table.add_column("scenario", no_wrap=True)
     for column in columns:
         table.add_column(column, justify="center")
-    for name in dict.fromkeys(s.scenario for s in backend.scenarios):
-        by_format = {s.format: s for s in backend.scenarios if s.scenario == name}
+    for name, by_format in by_scenario.items():
         row = []
         for column in columns:
             result = by_format.get(column)

@@ -44,6 +44,7 @@ class OnnxRuntimeBackend(Backend):
         self.cache = SessionCache()
         self._semantics: dict[str, Semantics] | None = None
         self._ops: dict[int, OpSpec] = {}  # every op with cached sessions, held so that its id stays its own
+        self._shapes: dict[tuple, tuple[tuple, tuple]] = {}  # (op, format, pass, input class) -> shape class
 
     # -- measured semantics -------------------------------------------------------------------------
     @property
@@ -68,9 +69,12 @@ class OnnxRuntimeBackend(Backend):
         base = super().support(op, fmt, pass_)
         if not base.runs:
             return base
-        inputs = op.to_storage(fmt, tuple(op.make_inputs(fmt, input_class, torch.Generator().manual_seed(0))))
-        grad_shapes = self._grad_shapes(op, fmt, inputs) if pass_ == "backward" else ()
-        return self.compiled(op, fmt, pass_, tuple(tuple(t.shape) for t in inputs), grad_shapes).support
+        key = (id(op), fmt.name, pass_, input_class)  # op is held in _ops by compiled(): its id stays its own
+        if key not in self._shapes:  # inputs are made once per input class, not per call
+            inputs = op.to_storage(fmt, tuple(op.make_inputs(fmt, input_class, torch.Generator().manual_seed(0))))
+            grad_shapes = self._grad_shapes(op, fmt, inputs) if pass_ == "backward" else ()
+            self._shapes[key] = (tuple(tuple(t.shape) for t in inputs), grad_shapes)
+        return self.compiled(op, fmt, pass_, *self._shapes[key]).support
 
     def compiled(self, op: OpSpec, fmt: Format, pass_: Pass, shapes: tuple, grad_shapes: tuple = ()) -> CompiledGraph:
         """The cached session and verdict of (op, fmt, pass, shape class)."""

@@ -18,6 +18,7 @@ from onnx import TensorProto
 
 from mpx.errors import OpError
 from mpx.formats import Format
+from mpx.ops.check import result_formats
 from mpx.ops.spec import OpSpec, Pass
 
 from .builder import BOOL, FLOAT, INT64, GraphBuilder
@@ -82,16 +83,6 @@ class OpGraph:
 GRAPHS: dict[str, OpGraph] = {}
 
 
-def graph(name: str, backward: Builder | None = None) -> Callable[[Builder], Builder]:
-    """Decorator: register `forward` (and `backward`) as the graphs of op `name`."""
-
-    def register(forward: Builder) -> Builder:
-        GRAPHS[name] = OpGraph(forward, backward)
-        return forward
-
-    return register
-
-
 def boundary_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype a tensor crosses the session boundary in: its own where numpy has it, else fp32."""
     return dtype if dtype in NUMPY_TYPES else torch.float32
@@ -109,10 +100,7 @@ class BuiltGraph:
 
 def output_dtypes(op: OpSpec, fmt: Format, pass_: Pass) -> tuple[torch.dtype, ...]:
     """forward: each output in its format (op.output_formats); backward: the differentiable args' storage dtypes."""
-    if pass_ == "backward":
-        return tuple(op.args[i].storage_dtype(fmt) for i in op.differentiable_args)
-    formats = op.output_formats(fmt) if hasattr(op, "output_formats") else (op.output_format(fmt),)
-    return tuple(f.torch_dtype for f in formats)
+    return tuple(f.torch_dtype for f in result_formats(op, fmt, pass_))
 
 
 def build_graph(

@@ -20,7 +20,7 @@ import onnx
 import torch
 from torch import nn
 
-from mpx.errors import PolicyError
+from mpx.errors import PolicyError, unknown_name_message
 from mpx.formats import BF16, FP16, FP32
 from mpx.policy import Policy
 from mpx.policy import policy as lookup_policy
@@ -184,7 +184,7 @@ def evaluate(name: str, policy: Policy | str = "fp16-mixed", provider: str = CPU
     policy = lookup_policy(policy)
     available = models(seed)
     if name not in available:
-        raise PolicyError(f"unknown model {name!r}; models: {', '.join(available)}")
+        raise PolicyError(unknown_name_message("model", name, available))
     module, example = available[name]
     reference = export(module, example)
     converted = convert(reference, policy)

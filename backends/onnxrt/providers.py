@@ -144,12 +144,20 @@ def default_provider() -> str:
     raise BackendUnavailableError(f"no execution provider of this onnxruntime build works here: {'; '.join(reasons)}")
 
 
-def unavailable(variant: str = "") -> str | None:
-    """Why `onnxrt` (variant '') or `onnxrt:<EP>` cannot run here, or None."""
+def import_problem() -> str | None:
+    """Why onnxruntime cannot be imported here, or None."""
     try:
         import onnxruntime  # noqa: F401
     except Exception as error:
         return f"onnxruntime is not importable ({type(error).__name__}: {error}); pip install onnxruntime"
+    return None
+
+
+def unavailable(variant: str = "") -> str | None:
+    """Why `onnxrt` (variant '') or `onnxrt:<EP>` cannot run here, or None."""
+    problem = import_problem()
+    if problem:
+        return problem
     try:
         if not variant:
             default_provider()

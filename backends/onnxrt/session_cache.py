@@ -51,10 +51,6 @@ class SessionCache:
                 self.hits += 1
             return entry
 
-    def forget(self, key: Hashable) -> None:
-        with self._lock:
-            self.entries.pop(key, None)
-
     @property
     def hit_rate(self) -> float:
         total = self.hits + self.misses

@@ -7,7 +7,7 @@ from typing import Any
 
 from mpx.backend_spec import BackendSpec
 
-from .providers import normalize_options, probe
+from .providers import import_problem, normalize_options, probe
 
 
 def execution_provider_backend(
@@ -33,11 +33,7 @@ def execution_provider_backend(
                                   name=name, **options)
 
     def unavailable() -> str | None:
-        try:
-            import onnxruntime  # noqa: F401
-        except Exception as error:
-            return f"onnxruntime is not importable ({type(error).__name__}: {error}); pip install onnxruntime"
-        return probe(provider, normalize_options(provider, fixed))
+        return import_problem() or probe(provider, normalize_options(provider, fixed))
 
     return BackendSpec(
         name=name,

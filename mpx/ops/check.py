@@ -70,12 +70,12 @@ def prepare(op: OpSpec, fmt: Format, input_class: InputClass, pass_: Pass, seed:
         return Prepared(inputs, storage)
     with torch.no_grad():
         outputs = op.reference(*inputs, **op.attrs)
-    grads = []
-    for out, out_fmt in zip(outputs, op.output_formats(fmt), strict=False):
-        values = torch.randn(out.shape, generator=generator, dtype=torch.float64)
-        grads.append(out_fmt.round(values))
-    grads = tuple(grads)
-    storage_grads = tuple(g.to(f.torch_dtype) for g, f in zip(grads, op.output_formats(fmt), strict=False))
+    formats = op.output_formats(fmt)
+    grads = tuple(
+        f.round(torch.randn(out.shape, generator=generator, dtype=torch.float64))
+        for out, f in zip(outputs, formats, strict=False)
+    )
+    storage_grads = tuple(g.to(f.torch_dtype) for g, f in zip(grads, formats, strict=False))
     return Prepared(inputs, storage, grads, storage_grads)
 
 
@@ -159,7 +159,7 @@ def compare(
     if len(got) != len(want):
         return Comparison(False, float("inf"), f"{op.name} {pass_}: {len(got)} results, expected {len(want)}")
     formats = result_formats(op, fmt, pass_)
-    bounds = _bounds(op, fmt, want, prepared, pass_, subnormals)
+    bounds = _bounds(op, formats, want, prepared, pass_, subnormals)
     worst, failures = 0.0, []
     for index, (g, w, f, bound) in enumerate(zip(got, want, formats, bounds, strict=False)):
         if tuple(g.shape) != tuple(w.shape):
@@ -203,8 +203,7 @@ def _errors(
     return error, bad
 
 
-def _bounds(op, fmt, want, prepared, pass_, subnormals) -> list[torch.Tensor]:
-    formats = result_formats(op, fmt, pass_)
+def _bounds(op, formats, want, prepared, pass_, subnormals) -> list[torch.Tensor]:
     ulp_bounds = [
         op.tolerance.ulps * f.ulp(torch.where(torch.isfinite(w), w, torch.zeros_like(w)))
         for w, f in zip(want, formats, strict=False)
