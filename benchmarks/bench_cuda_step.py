@@ -13,16 +13,17 @@ import time
 
 import torch
 
-from mpx.functional import mse_loss
-from mpx.trainer import MixedPrecision
+from mpx.training.losses import mse_loss
+from mpx.training.trainer import MixedPrecision
 
 # layers, width, heads, sequence, batch
 SIZES = {"large": (24, 2048, 16, 1024, 8), "small": (2, 256, 4, 64, 8), "tiny": (1, 64, 2, 16, 2)}
 
 
 def gpt(layers: int, width: int, heads: int, device: str) -> torch.nn.Module:
-    block = torch.nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True,
-                                             activation="gelu")
+    block = torch.nn.TransformerEncoderLayer(
+        width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True, activation="gelu"
+    )
     return torch.nn.Sequential(*[copy.deepcopy(block) for _ in range(layers)], torch.nn.LayerNorm(width)).to(device)
 
 

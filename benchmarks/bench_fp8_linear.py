@@ -18,6 +18,7 @@ SHAPES = [(8192, 8192, 8192), (16384, 8192, 8192), (8192, 8192, 28672)]  # token
 def tflops(layer, x, steps: int) -> float:
     def step():
         layer(x).backward(torch.ones((), device=x.device).expand(x.shape[0], layer.out_features))
+
     for _ in range(3):
         step()
     torch.cuda.synchronize()

@@ -23,8 +23,13 @@ POLICY = "fp16-mixed"
 
 def make_model(width: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(width, 4 * width), torch.nn.GELU(), torch.nn.Linear(4 * width, width),
-                               torch.nn.GELU(), torch.nn.Linear(width, 1))
+    return torch.nn.Sequential(
+        torch.nn.Linear(width, 4 * width),
+        torch.nn.GELU(),
+        torch.nn.Linear(4 * width, width),
+        torch.nn.GELU(),
+        torch.nn.Linear(width, 1),
+    )
 
 
 def torch_amp_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -70,8 +75,9 @@ def optimizer_step_only(width: int, repeats: int = 200) -> tuple[float, float]:
     grads = [torch.randn_like(p) for p in ours.parameters()]
     optimizer, scaler = torch.optim.Adam(theirs.parameters(), lr=1e-4), torch.amp.GradScaler("cpu")
     scaler.scale(torch.ones(()))
-    trainer = mpx.MixedPrecision(ours, torch.optim.Adam(ours.parameters(), lr=1e-4),
-                                 mpx.get_backend("cpu", native=True), POLICY)
+    trainer = mpx.MixedPrecision(
+        ours, torch.optim.Adam(ours.parameters(), lr=1e-4), mpx.get_backend("cpu", native=True), POLICY
+    )
     anchor, measured = [], []
     for _ in range(repeats):
         for model in (ours, theirs):
@@ -89,9 +95,11 @@ def optimizer_step_only(width: int, repeats: int = 200) -> tuple[float, float]:
 
 def bytes_report() -> dict[str, float]:
     results = {}
-    cases = {"fp32 Adam": ("fp32", mpx.StateFormats(), torch.float32),
-             "seed recipe (fp32 w, bf16 grads, bf16 m, fp32 v)": ("bf16-mixed", mpx.LEAN_ADAM, torch.float32),
-             "classic fp16 + fp32 masters": ("fp16-pure", mpx.StateFormats(), torch.float32)}
+    cases = {
+        "fp32 Adam": ("fp32", mpx.StateFormats(), torch.float32),
+        "seed recipe (fp32 w, bf16 grads, bf16 m, fp32 v)": ("bf16-mixed", mpx.LEAN_ADAM, torch.float32),
+        "classic fp16 + fp32 masters": ("fp16-pure", mpx.StateFormats(), torch.float32),
+    }
     for name, (policy, formats, dtype) in cases.items():
         model = make_model(64).to(dtype)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -127,16 +135,20 @@ def main() -> None:
         for name, step in loops.items():
             times[name].append(time_steps(step, args.steps))
     anchor = statistics.median(times["torch.autocast + GradScaler"])
-    print(f"step time, {POLICY}, MLP width {args.width}, batch {args.batch}, Adam, {torch.get_num_threads()} threads "
-          f"(median of {args.rounds} interleaved rounds of {args.steps} steps)")
+    print(
+        f"step time, {POLICY}, MLP width {args.width}, batch {args.batch}, Adam, {torch.get_num_threads()} threads "
+        f"(median of {args.rounds} interleaved rounds of {args.steps} steps)"
+    )
     for name, values in times.items():
         median = statistics.median(values)
         print(f"  {name:30s} {1000 * median:8.3f} ms   ratio vs torch.amp {median / anchor:.3f}")
     native_ratio = statistics.median(times["mpx native autocast"]) / anchor
     print(f"mpx.MixedPrecision / torch.amp (native autocast): {native_ratio:.3f} (target <= 1.05)")
     anchor_step, mpx_step = optimizer_step_only(args.width)
-    print(f"optimizer step alone: GradScaler.step+update {1000 * anchor_step:.3f} ms, MixedPrecision.step "
-          f"{1000 * mpx_step:.3f} ms (ratio {mpx_step / anchor_step:.3f}; information)")
+    print(
+        f"optimizer step alone: GradScaler.step+update {1000 * anchor_step:.3f} ms, MixedPrecision.step "
+        f"{1000 * mpx_step:.3f} ms (ratio {mpx_step / anchor_step:.3f}; information)"
+    )
     print("bytes per parameter (weights + grads + masters + optimizer state, measured):")
     for name, value in bytes_report().items():
         print(f"  {name:50s} {value:6.2f}")

@@ -1,8 +1,8 @@
 """Comparing two reports: which cases and scenarios improved or regressed between, say, two driver releases.
 
-A case regresses when its status gets worse on the scale pass > upcast / fallback (runs, not as asked) >
-everything else; it improves when it gets better. A scenario column regresses when it stops being ready or
-its coverage drops. A backend that was available and is not any more is a regression too.
+A case regresses when its status gets worse on the scale pass > runs, but not as asked (Status.runs: upcast,
+fallback) > everything else; it improves when it gets better. A scenario column regresses when it stops being
+ready or its coverage drops. A backend that was available and is not any more is a regression too.
 """
 
 from __future__ import annotations
@@ -11,14 +11,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .report import Report
+from .status import Status
 
 
-def rank(status: str) -> int:
-    return 0 if status == "pass" else 1 if status in ("upcast", "fallback") else 2
+def rank(status: Status | str) -> int:
+    """0: passes, 1: right numbers but not as asked, 2: anything else (lower is better)."""
+    status = Status(status)
+    return 0 if status.passes else 1 if status.runs else 2
 
 
 @dataclass(frozen=True)
 class CaseChange:
+    """One case whose status changed; '' for a report that does not have it."""
+
     backend: str
     id: str
     old: str
@@ -27,6 +32,8 @@ class CaseChange:
 
 @dataclass(frozen=True)
 class ScenarioChange:
+    """One scenario column whose readiness or coverage changed."""
+
     backend: str
     scenario: str
     format: str

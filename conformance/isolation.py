@@ -19,9 +19,12 @@ from typing import Any
 
 import torch
 
+from mpx.plugins import Backend
+
 from .cases import Case
 from .report import CaseResult
 from .runner import OnResult
+from .status import Status
 
 BATCH = 8
 STARTUP_TIMEOUT_S = 300.0
@@ -35,7 +38,7 @@ class BackendRef:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
 
-    def create(self) -> Any:
+    def create(self) -> Backend:
         from mpx.plugins import get_backend
 
         return get_backend(self.name, **self.options)
@@ -118,7 +121,7 @@ def _context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-def _lost(case: Case, status: str, detail: str, elapsed: float) -> CaseResult:
+def _lost(case: Case, status: Status, detail: str, elapsed: float) -> CaseResult:
     return CaseResult(case.id, case.op, case.format, case.pass_, case.input_class, status, None, detail, elapsed)
 
 
@@ -146,18 +149,19 @@ def run_isolated(
         if worker.ready and len(worker.pending) < BATCH and todo:
             worker.send([todo.popleft() for _ in range(min(BATCH, len(todo)))], timeout)
 
-    def replace(worker: _Worker, status: str, detail: str) -> None:
+    def replace(worker: _Worker, status: Status, detail: str) -> None:
         nonlocal failed_starts
         pool.remove(worker)
         if worker.pending:
             late = worker.pending.popleft()
-            record(_lost(late, status, detail, timeout if status == "timeout" else 0.0))
+            record(_lost(late, status, detail, timeout if status is Status.TIMEOUT else 0.0))
             todo.extendleft(reversed(worker.pending))
         if not worker.ready:
             failed_starts += 1
         if failed_starts >= MAX_FAILED_STARTS:
+            reason = f"the backend could not start in a child process: {detail}"
             while todo:
-                record(_lost(todo.popleft(), "crash", f"the backend could not start in a child process: {detail}", 0.0))
+                record(_lost(todo.popleft(), Status.CRASH, reason, 0.0))
         elif todo or any(w.pending for w in pool):
             pool.append(_Worker(context, ref))
 
@@ -173,7 +177,7 @@ def run_isolated(
                 except (EOFError, OSError):
                     detail = worker.death()
                     worker.kill()
-                    replace(worker, "crash", detail)
+                    replace(worker, Status.CRASH, detail)
                     continue
                 if kind == "ready":
                     worker.ready, failed_starts = True, 0
@@ -182,7 +186,7 @@ def run_isolated(
                     worker.stop()
                     pool.remove(worker)
                     while todo:
-                        record(_lost(todo.popleft(), "error", f"the backend failed to start: {payload}", 0.0))
+                        record(_lost(todo.popleft(), Status.ERROR, f"the backend failed to start: {payload}", 0.0))
                     continue
                 else:
                     worker.pending.popleft()
@@ -192,9 +196,9 @@ def run_isolated(
             for worker in [w for w in pool if (w.pending or not w.ready) and time.monotonic() > w.deadline]:
                 worker.kill()
                 if worker.ready:
-                    replace(worker, "timeout", f"no answer within {timeout:g} s; the worker was killed")
+                    replace(worker, Status.TIMEOUT, f"no answer within {timeout:g} s; the worker was killed")
                 else:
-                    replace(worker, "crash", f"the child process did not start within {STARTUP_TIMEOUT_S:g} s")
+                    replace(worker, Status.CRASH, f"the child process did not start within {STARTUP_TIMEOUT_S:g} s")
             for worker in pool:
                 feed(worker)
     finally:

@@ -1,12 +1,17 @@
 """A pytest plugin: `pytest --mpx-backend NAME` runs the conformance cases as test items.
 
 Same case ids and the same runner as `mpx conformance`: a case with wrong numbers, an error, a crash or a
-timeout fails; unsupported, upcast and fallback cases are skipped with their reason; backends that are not
-built in run their cases in child processes (batched, on first use).
+timeout fails; unsupported, upcast and fallback cases are skipped with their reason (Status.junit); backends
+that are not built in run their cases in child processes (batched, on first use). With --mpx-backend only the
+conformance cases are collected, not the test files of the project the run starts in.
+
+pytest loads this module in every run of this environment (entry point pytest11): it imports nothing but pytest
+until --mpx-backend is given.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +20,11 @@ import pytest
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mpx", "mpx conformance suite")
     group.addoption(
-        "--mpx-backend", action="append", default=[], metavar="NAME", help="run the conformance cases on NAME"
+        "--mpx-backend",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run the conformance cases on NAME (and collect nothing else)",
     )
     group.addoption("--mpx-format", action="append", default=[], metavar="FMT", help="only these formats")
     group.addoption("--mpx-op", action="append", default=[], metavar="OP", help="only these ops")
@@ -23,7 +32,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class CaseFailed(Exception):
-    """A case that did not give right numbers (fail, error, crash, timeout)."""
+    """A case that did not give right numbers (fail, downcast, error, crash, timeout)."""
 
 
 class _Runtime:
@@ -31,7 +40,7 @@ class _Runtime:
 
     def __init__(self, name: str, cases: list[Any], timeout: float) -> None:
         from mpx.conformance.runner import ReferenceCache
-        from mpx.conformance.suite import is_builtin
+        from mpx.plugins import is_builtin
 
         self.name, self.cases, self.timeout = name, cases, timeout
         self.isolated = not is_builtin(name)
@@ -48,7 +57,6 @@ class _Runtime:
                 self.results = {r.id: r for r in outcomes}
             return self.results[case.id]
         from mpx.conformance.runner import run_case
-
         from mpx.plugins import get_backend
 
         if self.backend is None:
@@ -64,20 +72,21 @@ class CaseItem(pytest.Item):
         self.case, self.runtime = case, runtime
 
     def runtest(self) -> None:
-        result = self.runtime.result(self.case)
-        self.user_properties.append(("mpx-status", result.status))
-        if result.status in ("unsupported", "upcast", "fallback"):
-            pytest.skip(f"{result.status}: {result.detail}")
-        if result.status != "pass":
-            error = f" ({result.max_error_ulp:.3g} ulp)" if result.max_error_ulp is not None else ""
-            raise CaseFailed(f"{result.status}{error}: {result.detail}")
+        from mpx.conformance.render.grid import format_ulp
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        result = self.runtime.result(self.case)
+        self.user_properties.append(("mpx-status", result.status.value))
+        if result.status.junit == "skipped":
+            pytest.skip(f"{result.status}: {result.detail}")
+        if not result.status.passes:
+            raise CaseFailed(f"{result.status}{format_ulp(result.max_error_ulp, ' ({} ulp)')}: {result.detail}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, CaseFailed):
             return f"{self.runtime.name} {self.case.id}: {excinfo.value}"
         return super().repr_failure(excinfo)
 
-    def reportinfo(self) -> tuple[Any, int | None, str]:
+    def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{self.runtime.name}::{self.case.id}"
 
 
@@ -107,16 +116,31 @@ class BackendCollector(pytest.Collector):
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> bool | None:
+    """With --mpx-backend, collect no test files (testpaths or arguments): the conformance cases are the run."""
+    if not session.config.getoption("mpx_backend"):
+        return None
+    session.perform_collect(args=[])  # the conformance items join in pytest_collection_modifyitems
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The selected backends' cases as items (first, so that -k and --deselect apply to them)."""
     names = config.getoption("mpx_backend")
     if not names:
         return
     from mpx.conformance.cases import generate
     from mpx.conformance.scenarios import select_formats
     from mpx.conformance.suite import resolve_backends
+    from mpx.errors import MpxError
 
-    cases = generate(select_formats(config.getoption("mpx_format")), config.getoption("mpx_op"))
-    for name, reason in resolve_backends(names):
+    try:
+        cases = generate(select_formats(config.getoption("mpx_format")), config.getoption("mpx_op"))
+        backends = resolve_backends(names)
+    except MpxError as error:  # an unknown format, op or backend is a usage error, not a crash of pytest
+        raise pytest.UsageError(str(error)) from None
+    for name, reason in backends:
         collector = BackendCollector.from_parent(
             session,
             name=f"mpx-conformance[{name}]",
@@ -126,4 +150,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             cases=cases,
             timeout=config.getoption("mpx_timeout"),
         )
-        items.extend(collector.collect())
+        items.extend(session.genitems(collector))  # through the collection hooks: counted, errors reported
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+    """Say why the project's own tests did not run."""
+    if not config.getoption("mpx_backend"):
+        return None
+    skipped = " ".join(config.args) or str(config.invocation_params.dir)
+    return f"mpx: --mpx-backend given: only the conformance cases were collected, not the tests in {skipped}"

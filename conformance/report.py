@@ -10,10 +10,10 @@ from typing import Any
 
 from mpx.errors import ConformanceError
 
+from .status import STATUSES, Status
+
 SCHEMA = "mpx-conformance/1"
-STATUSES = ("pass", "fail", "unsupported", "upcast", "fallback", "error", "crash", "timeout")
-# How bad a status is, for matrix cells that fold several cases into one (worst shown) and for diffs.
-SEVERITY = {"pass": 0, "upcast": 1, "fallback": 2, "unsupported": 3, "fail": 4, "error": 5, "timeout": 6, "crash": 7}
+SEVERITY = {status.value: status.severity for status in Status}  # the 0.1 name; use Status.severity
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class CaseResult:
     format: str
     pass_: str
     input_class: str
-    status: str
+    status: Status  # a JSON string is accepted and turned into its Status
     max_error_ulp: float | None = None
     detail: str = ""
     time_s: float = 0.0
@@ -33,8 +33,12 @@ class CaseResult:
     measured: str = ""
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ConformanceError(f"case {self.id!r}: unknown status {self.status!r}; statuses: {', '.join(STATUSES)}")
+        try:
+            object.__setattr__(self, "status", Status(self.status))
+        except ValueError:
+            raise ConformanceError(
+                f"case {self.id!r}: unknown status {self.status!r}; statuses: {', '.join(STATUSES)}"
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -136,8 +140,9 @@ class BackendReport:
             [ScenarioResult.from_dict(s) for s in data.get("scenarios", ())],
         )
 
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATUSES, 0)
+    def counts(self) -> dict[Status, int]:
+        """How many cases have each status (every status, in Status order)."""
+        counts = dict.fromkeys(Status, 0)
         for case in self.cases:
             counts[case.status] += 1
         return counts

@@ -13,10 +13,11 @@ from collections.abc import Iterable, Sequence
 
 from mpx.ops import all_ops
 
-from .report import SEVERITY, CaseResult, Missing, ScenarioResult
+from .report import CaseResult, Missing, ScenarioResult
 from .scenarios import Requirement, Scenario
+from .status import Status, worst
 
-RUNS = ("pass", "upcast", "fallback")
+RUNS: tuple[Status, ...] = tuple(status for status in Status if status.runs)  # the 0.1 name; use Status.runs
 
 
 def roll_up(
@@ -36,7 +37,9 @@ def roll_up(
     return results
 
 
-def _column(scenario: Scenario, column: str, by_key: dict, known_ops: set[str]) -> ScenarioResult:
+def _column(
+    scenario: Scenario, column: str, by_key: dict[tuple[str, str, str], list[CaseResult]], known_ops: set[str]
+) -> ScenarioResult:
     column_policy = scenario.policy_for(column)
     requirements = list(dict.fromkeys((r, r.resolve(column_policy).name) for r in scenario.requires))
     missing, met, runs = [], 0, 0
@@ -47,7 +50,7 @@ def _column(scenario: Scenario, column: str, by_key: dict, known_ops: set[str]) 
             met += 1
             runs += 1
             continue
-        if cases and all(c.status in RUNS for c in cases):
+        if cases and all(c.status.runs for c in cases):
             runs += 1
         missing.append(Missing(requirement.op, fmt, requirement.pass_, requirement.why, reason))
     total = len(requirements)
@@ -69,10 +72,11 @@ def _unmet_reason(requirement: Requirement, fmt: str, cases: list[CaseResult], k
         return f"op {requirement.op!r} is not in the op registry"
     if not cases:
         return f"no {requirement.op} {fmt} {requirement.pass_} case was run in this report"
-    if all(c.status == "pass" for c in cases):
+    if all(c.status.passes for c in cases):
         return None
-    worst = max(cases, key=lambda c: SEVERITY[c.status])
-    bad = [c for c in cases if c.status != "pass"]
+    status = worst(c.status for c in cases)
+    first = next(c for c in cases if c.status is status)
+    bad = [c for c in cases if not c.status.passes]
     others = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
-    detail = f": {worst.detail}" if worst.detail else ""
-    return f"{worst.status} in {worst.id}{detail}{others}"
+    detail = f": {first.detail}" if first.detail else ""
+    return f"{status} in {first.id}{detail}{others}"

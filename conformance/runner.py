@@ -9,13 +9,15 @@ from typing import Any
 
 import torch
 
-from mpx.backend import Backend
 from mpx.formats import format as lookup_format
 from mpx.ops import get_op
-from mpx.ops.check import compare, expected, prepare, result_formats
+from mpx.ops.reference import expected, prepare, result_formats
+from mpx.ops.tolerance import compare
+from mpx.plugins import Backend
 
 from .cases import Case
 from .report import CaseResult
+from .status import Status
 
 OnResult = Callable[[CaseResult], None]
 
@@ -54,46 +56,50 @@ def run_case(backend: Backend, case: Case, cache: ReferenceCache | None = None) 
     cache = cache or ReferenceCache()
     start = time.perf_counter()
 
-    def result(status: str, detail: str = "", error: float | None = None, support: str = "") -> CaseResult:
+    def result(status: Status, detail: str = "", error: float | None = None, support: str = "") -> CaseResult:
         elapsed = time.perf_counter() - start
         return CaseResult(
             case.id, case.op, case.format, case.pass_, case.input_class, status, error, detail, elapsed, support
         )
 
     op, fmt = get_op(case.op), lookup_format(case.format)
+    try:  # the case's input shapes for support(); when preparing fails, it fails again below and says why
+        shapes = tuple(tuple(t.shape) for t in cache.prepared(case).storage_inputs)
+    except Exception:
+        shapes = None
     try:
-        support = backend.support(op, fmt, case.pass_)
+        support = backend.support(op, fmt, case.pass_, shapes)
     except Exception as error:
-        return result("error", f"support() raised {_describe(error)}")
+        return result(Status.ERROR, f"support() raised {_describe(error)}")
     if support.status == "unsupported":
         return result(
-            "unsupported",
+            Status.UNSUPPORTED,
             support.reason or f"{backend.name} does not run {case.op} in {case.format}",
             support="unsupported",
         )
     try:
         prepared = cache.prepared(case)
     except Exception as error:
-        return result("error", f"preparing the inputs failed: {_describe(error)}", support=support.status)
+        return result(Status.ERROR, f"preparing the inputs failed: {_describe(error)}", support=support.status)
     try:
         got = backend.run(op, fmt, prepared.storage_inputs, case.pass_, prepared.storage_grad_outputs)
     except Exception as error:
-        return result("error", _describe(error), support=support.status)
+        return result(Status.ERROR, _describe(error), support=support.status)
     problem = _contract_problem(op, fmt, case.pass_, got)
     if problem:
-        return result("fail", problem, support=support.status)
+        return result(Status.FAIL, problem, support=support.status)
     try:
         want = cache.expected(case, backend.overflow, backend.subnormals)
         comparison = compare(op, fmt, tuple(got), want, prepared, case.pass_, subnormals=backend.subnormals)
     except Exception as error:
-        return result("error", f"comparing with the reference failed: {_describe(error)}", support=support.status)
+        return result(Status.ERROR, f"comparing with the reference failed: {_describe(error)}", support=support.status)
     ulps = float(comparison.max_error_ulp)
     if not comparison.passed:
-        return result("fail", comparison.detail, ulps, support.status)
-    if support.status in ("upcast", "fallback"):
-        return result(support.status, support.reason, ulps, support.status)
+        return result(Status.FAIL, comparison.detail, ulps, support.status)
+    if support.status in (Status.UPCAST, Status.FALLBACK):  # right numbers, not as asked: the case says so
+        return result(Status(support.status), support.reason, ulps, support.status)
     detail = f"decomposed: {support.reason}" if support.status == "decomposed" and support.reason else comparison.detail
-    return result("pass", detail, ulps, support.status)
+    return result(Status.PASS, detail, ulps, support.status)
 
 
 @contextlib.contextmanager

@@ -12,16 +12,17 @@ import time
 
 import torch
 
-from mpx.backend import Backend
 from mpx.formats import FP32, Format
 from mpx.formats import format as lookup_format
-from mpx.ops import all_ops
+from mpx.ops import OpSpec, all_ops
+from mpx.plugins import Backend
 
 from .cases import Case
 from .report import CaseResult
+from .status import Status
 
 
-def probe_ops(fmt: Format) -> list:
+def probe_ops(fmt: Format) -> list[OpSpec]:
     """The ops that can measure `fmt`, best first: add (two args in the format), cast (one fp32 arg)."""
     ops = {op.name: op for op in all_ops()}
     candidates = [ops.get("add"), ops.get("cast") if fmt != FP32 else None]
@@ -66,7 +67,7 @@ def run_semantic_case(backend: Backend, case: Case) -> CaseResult:
     start = time.perf_counter()
     fmt, prop = lookup_format(case.format), case.input_class
 
-    def result(status: str, detail: str, measured: str = "", support: str = "") -> CaseResult:
+    def result(status: Status, detail: str, measured: str = "", support: str = "") -> CaseResult:
         elapsed = time.perf_counter() - start
         return CaseResult(
             case.id, case.op, case.format, case.pass_, prop, status, None, detail, elapsed, support, measured
@@ -74,22 +75,22 @@ def run_semantic_case(backend: Backend, case: Case) -> CaseResult:
 
     candidates = probe_ops(fmt)
     if not candidates:
-        return result("unsupported", f"no probe op (add or cast) is defined in {fmt.name}")
+        return result(Status.UNSUPPORTED, f"no probe op (add or cast) is defined in {fmt.name}")
     declared = backend.overflow if prop == "overflow" else backend.subnormals
     try:
         supports = [(op, backend.support(op, fmt, "forward")) for op in candidates]
         op, support = next(((o, s) for o, s in supports if s.runs), supports[-1])
         if not support.runs:
             return result(
-                "unsupported",
+                Status.UNSUPPORTED,
                 f"cannot measure {prop}: {op.name} in {fmt.name} is unsupported: {support.reason}",
                 support="unsupported",
             )
         outputs = backend.run(op, fmt, _probe_inputs(op.name, fmt, prop), "forward", None)
         measured = classify(prop, fmt, outputs[0])
     except Exception as error:
-        return result("error", f"{type(error).__name__}: {error}")
+        return result(Status.ERROR, f"{type(error).__name__}: {error}")
     via = f"{op.name} in {fmt.name}" + (f" ({support.status})" if support.status != "native" else "")
     if measured == declared:
-        return result("pass", f"{prop} {measured} (measured with {via}), as declared", measured, support.status)
-    return result("fail", f"declares {prop}={declared} but {via} measures {measured}", measured, support.status)
+        return result(Status.PASS, f"{prop} {measured} (measured with {via}), as declared", measured, support.status)
+    return result(Status.FAIL, f"declares {prop}={declared} but {via} measures {measured}", measured, support.status)

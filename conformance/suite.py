@@ -10,10 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mpx.errors import BackendUnavailableError, MpxError
+from mpx.errors import MpxError
 from mpx.formats import Format
-from mpx.plugins import DISTRIBUTION, get_backend, list_backends, registry
-from mpx.plugins import _reason_unavailable as reason_unavailable
+from mpx.plugins import DISTRIBUTION, get_backend, is_builtin, list_backends, resolve
 
 from .cases import Case
 from .isolation import BackendRef, run_isolated
@@ -39,33 +38,15 @@ class Selection:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def is_builtin(name: str) -> bool:
-    """Whether the backend comes from mpx's own distribution (and so runs in-process by default)."""
-    base = name.partition(":")[0]
-    source = registry().sources.get(base, "")
-    return source.startswith(f"{DISTRIBUTION}:")
-
-
 def resolve_backends(names: Sequence[str]) -> list[tuple[str, str | None]]:
     """(name, None) for each backend to run, (name, reason) for each that cannot run here.
 
-    No names: every backend mpx knows. Unknown names raise BackendNotFoundError before anything runs.
+    No names: every backend mpx knows. Unknown or ambiguous names raise (BackendNotFoundError, PluginError)
+    before anything runs.
     """
     if not names:
         return [(e.name, None if e.available else e.reason) for e in list_backends()]
-    found = registry()
-    chosen = []
-    for name in dict.fromkeys(names):
-        base, _, variant = name.partition(":")
-        spec = found.specs.get(base)
-        if spec is None or (variant and not spec.accepts_variant):
-            try:
-                found.create(name)  # raises the not-found / conflict / failed-plugin error with its message
-            except BackendUnavailableError as error:
-                chosen.append((name, str(error)))
-                continue
-        chosen.append((name, reason_unavailable(spec, variant)))
-    return chosen
+    return [(name, resolve(name)) for name in dict.fromkeys(names)]
 
 
 def run_suite(

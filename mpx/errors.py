@@ -34,8 +34,35 @@ class BackendUnavailableError(MpxError, RuntimeError):
     """The backend is registered but cannot run here (no GPU, execution provider missing, ...)."""
 
 
-class ScalingError(MpxError, ValueError):
-    """A loss-scaler or master-weight configuration that cannot work."""
+class TrainingError(MpxError, ValueError):
+    """Base of the training errors below; catch the specific one where you can."""
+
+
+class LossScaleError(TrainingError):
+    """A loss-scaler setting or saved state that cannot work (a scale <= 0, growth <= 1, ...)."""
+
+
+class MasterWeightError(TrainingError):
+    """Master weights that cannot be kept as asked, or saved masters that do not fit this model."""
+
+
+class OptimizerError(TrainingError):
+    """An optimizer that mpx cannot step as asked (fused kernels, CUDA-graph capture, fp32-only paths)."""
+
+
+class StateFormatError(TrainingError):
+    """A storage format for gradients or optimizer state that cannot hold them."""
+
+
+class Fp8Error(TrainingError):
+    """An fp8 recipe or fp8 layer set up or called in a way that cannot work."""
+
+
+class TrainingInputError(TrainingError):
+    """A loss, batch or call order the training step cannot take (not a scalar, no grad, mismatched shapes)."""
+
+
+ScalingError = TrainingError  # the 0.1 name of TrainingError, kept for one release
 
 
 class ConformanceError(MpxError, ValueError):

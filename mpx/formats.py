@@ -139,6 +139,8 @@ def _round_tensor(fmt: Format, x: torch.Tensor, overflow: Overflow, subnormals: 
         raise FormatError(f"subnormals must be 'keep' or 'flush', not {subnormals!r}")
     if x.dtype == fmt.torch_dtype:
         rounded = x.clone()
+    elif torch.compiler.is_compiling():  # inductor folds a .to(low).to(x.dtype) pair away: do the arithmetic
+        rounded = _round_arithmetic(fmt, x)
     elif x.dtype in (torch.float32, torch.float16, torch.bfloat16) and fmt.bits < torch.finfo(x.dtype).bits:
         rounded = _round_by_cast(fmt, x)
     else:
@@ -149,6 +151,20 @@ def _round_tensor(fmt: Format, x: torch.Tensor, overflow: Overflow, subnormals: 
     if subnormals == "flush":
         rounded = rounded * (rounded.abs() >= fmt.min_normal)  # keeps the sign of zero, inf and NaN
     return rounded
+
+
+def _round_arithmetic(fmt: Format, x: torch.Tensor) -> torch.Tensor:
+    """Exact rounding in float64 arithmetic: scale by the format's spacing at |x|, round half to even, scale back.
+
+    No cast pair for a compiler to fold, no data-dependent indexing: what torch.compile(fmt.round) runs.
+    """
+    wide = x.to(torch.float64)
+    exponent = (wide.abs().view(torch.int64) >> 52) - 1022  # |x| = m * 2**exponent with m in [0.5, 1)
+    spacing_exponent = exponent.clamp(min=2 - fmt.bias) - 1 - fmt.mantissa_bits  # fixed below min_normal
+    spacing = ((spacing_exponent + 1023) << 52).view(torch.float64)
+    rounded = torch.round(wide / spacing) * spacing
+    overflow_value = torch.full_like(wide, math.inf if fmt.has_inf else math.nan).copysign(wide)
+    return torch.where(rounded.abs() > fmt.max, overflow_value, rounded).to(x.dtype)
 
 
 def _round_by_cast(fmt: Format, x: torch.Tensor) -> torch.Tensor:
@@ -203,3 +219,8 @@ def _round_bits(fmt: Format, x: torch.Tensor) -> torch.Tensor:
         if small.numel():
             result[small] = torch.round(flat[small] / fmt.min_subnormal) * fmt.min_subnormal
     return result.reshape(x.shape).to(x.dtype)
+
+
+def finite_or_zero(t: torch.Tensor) -> torch.Tensor:
+    """t with NaN and +-inf read as 0: the one place mpx drops non-finite values from a bound or a history."""
+    return torch.where(torch.isfinite(t), t, torch.zeros_like(t))

@@ -48,7 +48,7 @@ class Policy:
         if autocast == "lowp":
             return self.backward if backward else self.compute
         # ops outside both autocast lists keep the activations' format; fp8 is a GEMM-only format
-        return BF16 if self.compute.is_fp8 else self.compute
+        return gemm_output_format(self.compute)
 
     def __str__(self) -> str:
         spec = f"params={self.params},compute={self.compute},output={self.output}"
@@ -113,3 +113,8 @@ def policy(spec: str | Policy) -> Policy:
 
 def _same_formats(a: Policy, b: Policy) -> bool:
     return (a.params, a.compute, a.output, a.grads) == (b.params, b.compute, b.output, b.grads)
+
+
+def gemm_output_format(fmt: Format) -> Format:
+    """The format a GEMM in `fmt` writes: bf16 for fp8 inputs (as Transformer Engine and _scaled_mm do), else fmt."""
+    return BF16 if fmt.is_fp8 else fmt

@@ -22,13 +22,13 @@ from mpx.backends.cpu.backend import CpuBackend
 class AbortingBackend(CpuBackend):
     name = "aborting"
 
-    def run(self, op, fmt, inputs, pass_="forward", grad_outputs=None):
+    def _run(self, op, fmt, inputs, pass_, grad_outputs):
         odd_shape = inputs[0].dim() == 3
         if op.name == "add" and pass_ == "forward" and odd_shape and fmt.name == "fp16":
             os.abort()
         if op.name == "add" and pass_ == "forward" and odd_shape and fmt.name == "bf16":
             time.sleep(600)
-        return super().run(op, fmt, inputs, pass_, grad_outputs)
+        return super()._run(op, fmt, inputs, pass_, grad_outputs)
 
 
 @hookimpl

@@ -9,8 +9,12 @@ import mpx
 def _setup(seed=0):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 1)).half()
-    trainer = mpx.MixedPrecision(model, torch.optim.AdamW(model.parameters(), lr=1e-2), policy="fp16-pure",
-                                 loss_scale=mpx.DynamicLossScaler(init_scale=2.0**20, growth_interval=3))
+    trainer = mpx.MixedPrecision(
+        model,
+        torch.optim.AdamW(model.parameters(), lr=1e-2),
+        policy="fp16-pure",
+        loss_scale=mpx.DynamicLossScaler(init_scale=2.0**20, growth_interval=3),
+    )
     return model, trainer
 
 

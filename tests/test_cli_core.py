@@ -122,7 +122,7 @@ def test_an_mpx_error_in_a_command_is_one_line_and_exit_2(
     def fail() -> list:
         raise mpx.PluginError("backend name 'npu' is claimed by several plugins: a:npu, b:npu")
 
-    monkeypatch.setattr("mpx.cli.backends_command.list_backends", fail)
+    monkeypatch.setattr("mpx.cli.backends.list_backends", fail)
     assert main(["backends"]) == 2
     assert capsys.readouterr().err == "mpx: error: backend name 'npu' is claimed by several plugins: a:npu, b:npu\n"
 

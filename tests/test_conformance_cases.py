@@ -1,9 +1,9 @@
 """Conformance cases: stable ids, deterministic seeds, selection by format/op/id."""
 
 import pytest
-from mpx.conformance.cases import Case, generate, parse_case_id
 
 import mpx
+from mpx.conformance.cases import Case, generate, parse_case_id
 from mpx.ops import all_ops
 
 

@@ -4,11 +4,11 @@ import json
 
 import pytest
 from conformance_helpers import full_cpu_run, load_json
-from mpx.conformance.diff import diff_reports
-from mpx.conformance.report import Report
 
 import mpx
 from mpx.cli import main
+from mpx.conformance.diff import diff_reports
+from mpx.conformance.report import Report
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from html.parser import HTMLParser
 
 import pytest
 from conformance_helpers import full_cpu_run, load_json
-from mpx.conformance import html
-from mpx.conformance.matrix import worst
+
+from mpx.conformance.render import html
 from mpx.conformance.report import Report
+from mpx.conformance.status import worst
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # CI installs chromium (.ci/run): there a missing browser fails the tests instead of skipping them

@@ -4,12 +4,12 @@ import sys
 
 import pytest
 from conformance_helpers import install_fake_plugin, load_json
-from mpx.conformance.cases import generate
-from mpx.conformance.isolation import BackendRef, run_isolated
 
 from mpx.cli import main
+from mpx.conformance.cases import generate
+from mpx.conformance.isolation import BackendRef, run_isolated
 from mpx.formats import format as lookup_format
-from mpx.plugins import reload_plugins
+from mpx.plugins.manager import reload_plugins
 
 CRASHING = "add/fp16/forward/odd-shape"
 HANGING = "add/bf16/forward/odd-shape"

@@ -6,10 +6,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from mpx.conformance.scenarios import select_scenarios
 
 import mpx
 from mpx.cli import main
+from mpx.conformance.scenarios import select_scenarios
 
 SCENARIO = "training-classification"
 available = {e.name: e for e in mpx.list_backends()}.get("onnxrt")

@@ -1,8 +1,11 @@
 """`pytest --mpx-backend NAME`: the conformance cases as pytest items, same ids, same runner."""
 
-import pytest
-from mpx.conformance.cases import generate
+import subprocess
+import sys
 
+import pytest
+
+from mpx.conformance.cases import generate
 from mpx.formats import format as lookup_format
 from mpx.plugins import reload_plugins
 
@@ -45,8 +48,8 @@ def test_a_failing_case_fails_its_item_with_status_and_detail(pytester, fresh_re
 
         class OffByOne(CpuBackend):
             name = "offbyone"
-            def run(self, op, fmt, inputs, pass_="forward", grad_outputs=None):
-                outputs = super().run(op, fmt, inputs, pass_, grad_outputs)
+            def _run(self, op, fmt, inputs, pass_, grad_outputs):
+                outputs = super()._run(op, fmt, inputs, pass_, grad_outputs)
                 return tuple(o + 1 for o in outputs)
 
         class Plugin:
@@ -55,14 +58,12 @@ def test_a_failing_case_fails_its_item_with_status_and_detail(pytester, fresh_re
                 yield mpx.BackendSpec(name="offbyone", factory=lambda **o: OffByOne(**o))
 
         def pytest_configure(config):
-            from mpx.plugins import registry
+            from mpx.plugins.manager import registry
             registry()._collect("conftest:offbyone", Plugin().mpx_backends)
             registry().sources["offbyone"] = "mpx-precision:offbyone"  # run in-process, as a built-in would
         """
     )
-    result = pytester.runpytest(
-        *PLUGIN, "--mpx-backend", "offbyone", "--mpx-op", "add", "--mpx-format", "fp32"
-    )
+    result = pytester.runpytest(*PLUGIN, "--mpx-backend", "offbyone", "--mpx-op", "add", "--mpx-format", "fp32")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) > 0
     result.stdout.fnmatch_lines(["*offbyone add/fp32/forward/normal: fail*out of bound*"])
@@ -76,3 +77,37 @@ def test_bad_selection_is_a_usage_error(pytester, option):
         "unknown format 'fp12'; formats: fp32, fp16, bf16, fp8_e4m3, fp8_e5m2"
         in result.stdout.str() + result.stderr.str()
     )
+
+
+def test_only_the_conformance_cases_are_collected_not_the_projects_tests(pytester):
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ntestpaths = ["tests"]\n')
+    pytester.mkdir("tests")
+    (pytester.path / "tests" / "test_project.py").write_text("raise RuntimeError('a project test file was imported')\n")
+    result = pytester.runpytest(*PLUGIN, "--mpx-backend", "cpu", "--mpx-op", "add", "--mpx-format", "fp32", "--co")
+    assert result.ret == 0, result.stdout.str()
+    ids = [c.id for c in generate([lookup_format("fp32")], ["add"])]
+    result.stdout.fnmatch_lines([f"collected {len(ids)} items", "*only the conformance cases were collected*tests"])
+    assert "test_project" not in result.stdout.str()
+
+
+# the plugin loads in every pytest run of an environment that has mpx installed: it must stay that cheap
+PROBE = """
+import sys, traceback
+
+class FirstTorchImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.stderr.write("".join(line for line in traceback.format_stack() if "<frozen" not in line))
+            sys.meta_path.remove(self)
+
+sys.meta_path.insert(0, FirstTorchImport())
+import mpx.conformance.pytest_plugin
+print(" ".join(name for name in ("torch", "numpy", "mpx.ops", "mpx.plugins") if name in sys.modules))
+"""
+
+
+def test_loading_the_plugin_imports_neither_torch_nor_the_op_registry():
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    heavy = done.stdout.split()
+    assert heavy == [], f"importing the pytest plugin imported {heavy}; torch came in through:\n{done.stderr}"

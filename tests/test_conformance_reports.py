@@ -1,16 +1,19 @@
 """The full cpu run and its reports: JSON schema, JUnit, Markdown, atomic writes, bad input before any case."""
 
 import json
+import os
 import xml.etree.ElementTree as ET
 
 import pytest
 from conformance_helpers import full_cpu_run, load_json
-from mpx.conformance import runner
-from mpx.conformance.outputs import check_writable, write_atomic
-from mpx.conformance.report import STATUSES, Report
 
 import mpx
+from mpx._io import atomic_write_text
 from mpx.cli import main
+from mpx.conformance import runner
+from mpx.conformance.output_paths import check_writable
+from mpx.conformance.report import Report
+from mpx.conformance.status import Status
 
 SCENARIOS = {"training-classification", "training-generative", "inference-classification", "inference-generative"}
 
@@ -22,7 +25,7 @@ def test_json_report_follows_the_schema():
     assert cpu["name"] == "cpu" and cpu["available"] is True and cpu["reason"] == ""
     for case in cpu["cases"]:
         assert {"id", "op", "format", "pass", "status", "max_error_ulp", "detail"} <= set(case)
-        assert case["status"] in STATUSES and case["pass"] in ("forward", "backward")
+        assert case["status"] in {s.value for s in Status} and case["pass"] in ("forward", "backward")
     for scenario in cpu["scenarios"]:
         assert {"scenario", "format", "ready", "coverage", "missing"} <= set(scenario)
         assert 0.0 <= scenario["coverage"] <= 1.0
@@ -62,10 +65,10 @@ def test_junit_has_one_testcase_per_case_id():
 
 
 def test_junit_maps_statuses_to_failure_error_and_skipped():
-    from mpx.conformance import junit
+    from mpx.conformance.render import junit
     from mpx.conformance.report import BackendReport, CaseResult
 
-    cases = [CaseResult(f"add/fp16/forward/{s}", "add", "fp16", "forward", "normal", s, None, s) for s in STATUSES]
+    cases = [CaseResult(f"add/fp16/forward/{s}", "add", "fp16", "forward", "normal", s, None, s) for s in Status]
     root = ET.fromstring(junit.render(Report({}, [BackendReport("x", True, cases=cases)])).split("\n", 1)[1])
     kinds = {
         tc.get("name").rsplit("/", 1)[1]: [child.tag for child in tc if child.tag != "properties"]
@@ -74,6 +77,7 @@ def test_junit_maps_statuses_to_failure_error_and_skipped():
     assert kinds == {
         "pass": [],
         "fail": ["failure"],
+        "downcast": ["failure"],
         "error": ["error"],
         "crash": ["error"],
         "timeout": ["error"],
@@ -90,7 +94,7 @@ def test_markdown_has_readiness_and_the_op_matrix():
 
 
 def test_atomic_write_leaves_no_temporary_file(tmp_path):
-    target = write_atomic(tmp_path / "r.json", "{}")
+    target = atomic_write_text(tmp_path / "r.json", "{}")
     assert target.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
@@ -103,8 +107,19 @@ def test_atomic_write_that_fails_keeps_the_old_report(tmp_path, monkeypatch):
 
     monkeypatch.setattr("os.replace", broken_replace)
     with pytest.raises(OSError):
-        write_atomic(target, "new")
+        atomic_write_text(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_a_report_file_gets_the_permissions_of_any_file_the_user_writes(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        assert (
+            main(["conformance", "--backend", "cpu", "--op", "add", "--json", str(tmp_path / "r.json"), "--quiet"]) == 0
+        )
+    finally:
+        os.umask(umask)
+    assert oct((tmp_path / "r.json").stat().st_mode & 0o777) == oct(0o644), "a published report must be readable"
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
 """Scenario roll-up: ready only when every required case passes; coverage, runs and missing with reasons."""
 
 import pytest
+
+import mpx
 from mpx.conformance.report import CaseResult
 from mpx.conformance.rollup import roll_up
 from mpx.conformance.scenarios import load_scenario, select_scenarios
-
-import mpx
 
 MANIFEST = """
 scenario = "tiny-training"

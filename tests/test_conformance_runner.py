@@ -1,11 +1,11 @@
 """The runner: support -> prepare -> run -> reference -> compare, and every outcome mapped to a status."""
 
 import torch
+
+from mpx import Support
 from mpx.backends.cpu.backend import CpuBackend
 from mpx.conformance.cases import Case
 from mpx.conformance.runner import run_case, run_cases
-
-from mpx import Support
 
 CASE = Case("add", "bf16", "forward", "normal")
 
@@ -15,14 +15,14 @@ class _Tweaked(CpuBackend):
 
     def __init__(self, support=None, run=None):
         super().__init__()
-        self._support, self._run = support, run
+        self._support, self._tweak = support, run
 
-    def support(self, op, fmt, pass_="forward"):
-        return self._support or super().support(op, fmt, pass_)
+    def support(self, op, fmt, pass_="forward", shapes=None):
+        return self._support or super().support(op, fmt, pass_, shapes)
 
-    def run(self, op, fmt, inputs, pass_="forward", grad_outputs=None):
-        outputs = super().run(op, fmt, inputs, pass_, grad_outputs)
-        return self._run(outputs) if self._run else outputs
+    def _run(self, op, fmt, inputs, pass_, grad_outputs):
+        outputs = super()._run(op, fmt, inputs, pass_, grad_outputs)
+        return self._tweak(outputs) if self._tweak else outputs
 
 
 def test_cpu_case_passes_with_its_error_and_time():

@@ -1,6 +1,7 @@
 """Overflow and subnormal handling are measured, not taken on trust."""
 
 import pytest
+
 from mpx.backends.cpu.backend import CpuBackend
 from mpx.conformance.cases import Case
 from mpx.conformance.runner import run_case
@@ -36,7 +37,7 @@ def test_a_backend_without_add_in_a_format_is_measured_through_cast():
     from mpx import Support
 
     class NoBf16Add(CpuBackend):
-        def support(self, op, fmt, pass_="forward"):
+        def support(self, op, fmt, pass_="forward", shapes=None):
             if op.name == "add" and fmt.name == "bf16":
                 return Support("unsupported", "no bf16 adder")
             return super().support(op, fmt, pass_)

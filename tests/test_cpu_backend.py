@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mpx.backends.cpu.backend import CpuBackend
 
 import mpx
+from mpx.backends.cpu.backend import CpuBackend
 from mpx.errors import MpxError
 from mpx.formats import BF16, FP8_E4M3, FP16, FP32
 from mpx.ops import get_op
-from mpx.ops.check import expected, prepare
+from mpx.ops.reference import expected, prepare
 
 
 def run(backend: CpuBackend, name: str, fmt, *values: torch.Tensor, pass_: str = "forward", grads=None):

@@ -5,7 +5,8 @@ import torch
 
 import mpx
 from mpx.ops import all_ops
-from mpx.ops.check import compare, expected, prepare
+from mpx.ops.reference import expected, prepare
+from mpx.ops.tolerance import compare
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from mpx.scaling import DynamicLossScaler
+from mpx.training.loss_scaling import DynamicLossScaler
 
 
 def test_unscale_and_update_compile_without_a_graph_break():

@@ -2,11 +2,13 @@
 
 import pytest
 import torch
-from mpx.backends.cuda.execution import fp8_matmul, run_on_device, strict_numerics
 
+from mpx.backends.cuda.execution import run_on_device, strict_numerics
+from mpx.backends.cuda.fp8_dispatch import fp8_matmul
 from mpx.formats import format as lookup_format
 from mpx.ops import get_op
-from mpx.ops.check import compare, expected, prepare
+from mpx.ops.reference import expected, prepare
+from mpx.ops.tolerance import compare
 
 
 def _check(op_name, fmt_name, pass_):

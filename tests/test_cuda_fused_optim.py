@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mpx import ScalingError
-from mpx.fused_optim import enable_fused, fused_step, supports_fused_step
+from mpx.training.fused_step import enable_fused, fused_step, supports_fused_step
 
 
 def _pair(kind):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mpx import BackendUnavailableError, ScalingError
-from mpx.cuda_graphs import capture_step, check_capturable
+from mpx.training.cuda_graphs import capture_step, check_capturable
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -26,7 +26,7 @@ def test_cpu_inputs_cannot_be_captured():
 
 @needs_gpu
 def test_a_captured_step_replays_the_same_updates_as_eager_steps():
-    from mpx.fused_optim import fused_step
+    from mpx.training.fused_step import fused_step
 
     def make():
         torch.manual_seed(0)
@@ -41,6 +41,7 @@ def test_a_captured_step_replays_the_same_updates_as_eager_steps():
             found_inf = torch.zeros(1, device="cuda")
             fused_step(optimizer, torch.full((1,), 128.0, device="cuda"), found_inf)
             return loss.detach()
+
         return step
 
     x, y = torch.randn(32, 16, device="cuda"), torch.randn(32, 1, device="cuda")

@@ -25,8 +25,12 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
     try:
         torch.manual_seed(0)
         model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(8, 4))
-        trainer = mpx.MixedPrecision(model, torch.optim.Adam(model.parameters(), lr=1e-2), policy="fp16-mixed",
-                                     loss_scale=mpx.DynamicLossScaler(init_scale=2.0**8, growth_interval=2))
+        trainer = mpx.MixedPrecision(
+            model,
+            torch.optim.Adam(model.parameters(), lr=1e-2),
+            policy="fp16-mixed",
+            loss_scale=mpx.DynamicLossScaler(init_scale=2.0**8, growth_interval=2),
+        )
         generator = torch.Generator().manual_seed(rank)
         for step in range(STEPS):
             trainer.zero_grad()
@@ -36,10 +40,15 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
             if rank == 0 and step in POISONED_STEPS:
                 model.module.weight.grad.view(-1)[0] = math.inf  # overflow on this rank only
             trainer.step()
-        torch.save({"params": [p.detach() for p in model.parameters()],
-                    "optimizer": trainer.optimizer.state_dict()["state"],
-                    "scaler": trainer.scaler.state_dict(), "skipped": int(trainer.skipped_steps)},
-                   os.path.join(folder, f"rank{rank}.pt"))
+        torch.save(
+            {
+                "params": [p.detach() for p in model.parameters()],
+                "optimizer": trainer.optimizer.state_dict()["state"],
+                "scaler": trainer.scaler.state_dict(),
+                "skipped": int(trainer.skipped_steps),
+            },
+            os.path.join(folder, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 

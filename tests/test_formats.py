@@ -298,7 +298,11 @@ def test_format_limits_are_the_published_numbers() -> None:
 
 def test_formats_carry_their_torch_and_onnx_types() -> None:
     assert [f.torch_dtype for f in FORMATS] == [
-        torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2,
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.float8_e4m3fn,
+        torch.float8_e5m2,
     ]
     tp = onnx.TensorProto
     assert [f.onnx_type for f in FORMATS] == [tp.FLOAT, tp.FLOAT16, tp.BFLOAT16, tp.FLOAT8E4M3FN, tp.FLOAT8E5M2]
@@ -306,8 +310,16 @@ def test_formats_carry_their_torch_and_onnx_types() -> None:
 
 @pytest.mark.parametrize(
     "alias,fmt",
-    [("float16", FP16), ("half", FP16), ("bfloat16", BF16), ("e4m3fn", FP8_E4M3), ("FP8-E5M2", FP8_E5M2),
-     (" float32 ", FP32), (torch.bfloat16, BF16), (FP16, FP16)],
+    [
+        ("float16", FP16),
+        ("half", FP16),
+        ("bfloat16", BF16),
+        ("e4m3fn", FP8_E4M3),
+        ("FP8-E5M2", FP8_E5M2),
+        (" float32 ", FP32),
+        (torch.bfloat16, BF16),
+        (FP16, FP16),
+    ],
 )
 def test_format_finds_aliases_and_dtypes(alias: object, fmt: Format) -> None:
     assert mpx.format(alias) is fmt

@@ -35,8 +35,10 @@ def test_forward_matches_the_float64_reference_within_the_e4m3_bound():
     x64, w64 = x.double(), layer.weight.detach().double()
     want = x64 @ w64.T + layer.bias.detach().double()
     bound = _product_bound(
-        x64, _quantization_error(x64, 448 / x64.abs().max(), FP8_E4M3),
-        w64.T, _quantization_error(w64.T, 448 / w64.abs().max(), FP8_E4M3),
+        x64,
+        _quantization_error(x64, 448 / x64.abs().max(), FP8_E4M3),
+        w64.T,
+        _quantization_error(w64.T, 448 / w64.abs().max(), FP8_E4M3),
     )
     error = (y.double() - want).abs()
     assert (error <= bound).all()

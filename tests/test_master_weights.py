@@ -71,12 +71,15 @@ def test_masters_keep_updates_smaller_than_half_an_fp16_ulp():
     assert float(model.weight.detach()) == 1.0 - 2.0**-10
 
 
-@pytest.mark.parametrize("make", [
-    lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=0.01),
-    lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
-    lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, weight_decay=0.01),
-    lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, nesterov=True),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=0.01),
+        lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+        lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, weight_decay=0.01),
+        lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, nesterov=True),
+    ],
+)
 def test_masked_update_matches_torch_optimizer_without_overflow(make):
     ours, theirs = _model(), _model()
     mp = mpx.MixedPrecision(ours, make(ours.parameters()), policy="fp32")
@@ -150,8 +153,9 @@ def test_without_masters_those_updates_are_lost():
     model = torch.nn.Linear(1, 1, bias=False).half()
     with torch.no_grad():
         model.weight.fill_(1.0)
-    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1.0), policy="fp16-pure",
-                            loss_scale="none", master_weights=False)
+    mp = mpx.MixedPrecision(
+        model, torch.optim.SGD(model.parameters(), lr=1.0), policy="fp16-pure", loss_scale="none", master_weights=False
+    )
     for _ in range(8):
         model.weight.grad = torch.full_like(model.weight, 2.0**-13)
         mp.step()
@@ -177,10 +181,13 @@ def test_fused_adam_uses_torch_found_inf_and_skips_bit_identically(optimizer):
     assert not hasattr(opt, "found_inf")
 
 
-@pytest.mark.parametrize("make", [
-    lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=0.01),
-    lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1, maximize=True),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=0.01),
+        lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1, maximize=True),
+    ],
+)
 def test_masked_update_with_bf16_first_moment_tracks_torch_optimizer(make):
     ours, theirs = _model(), _model()
     formats = mpx.state_formats(exp_avg="bf16")

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from mpx.backends.onnxrt import providers
 
 import mpx
+from mpx.backends.onnxrt import providers
 
 
 def test_onnxrt_is_listed_available_here():

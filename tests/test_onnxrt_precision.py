@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from mpx.backends.onnxrt.semantics import _classify
 
 import mpx
+from mpx.backends.onnxrt.semantics import _classify
 from mpx.ops import get_op
 
 FP32, FP16 = mpx.format("fp32"), mpx.format("fp16")
@@ -47,8 +47,14 @@ def _adam_trajectory(backend, steps: int = 100):
     attrs = dict(op.attrs)
     generator = torch.Generator().manual_seed(0)
     parameter = torch.nn.Parameter(torch.randn(64, 33, generator=generator))
-    optimizer = torch.optim.AdamW([parameter], lr=attrs["lr"], betas=(attrs["beta1"], attrs["beta2"]),
-                                  eps=attrs["eps"], weight_decay=attrs["weight_decay"], foreach=False)
+    optimizer = torch.optim.AdamW(
+        [parameter],
+        lr=attrs["lr"],
+        betas=(attrs["beta1"], attrs["beta2"]),
+        eps=attrs["eps"],
+        weight_decay=attrs["weight_decay"],
+        foreach=False,
+    )
     zeros, found_inf = torch.zeros_like(parameter.detach()), torch.tensor(0.0)
     for step in range(1, steps + 1):
         state = optimizer.state[parameter]
@@ -104,8 +110,9 @@ def test_sgd_master_update_matches_torch_sgd(backend):
     master, buffer = torch.randn(32, 8, generator=generator), torch.randn(32, 8, generator=generator)
     grad = torch.randn(32, 8, generator=generator).half()
     parameter = torch.nn.Parameter(master.clone())
-    optimizer = torch.optim.SGD([parameter], lr=attrs["lr"], momentum=attrs["momentum"],
-                                weight_decay=attrs["weight_decay"], foreach=False)
+    optimizer = torch.optim.SGD(
+        [parameter], lr=attrs["lr"], momentum=attrs["momentum"], weight_decay=attrs["weight_decay"], foreach=False
+    )
     optimizer.state[parameter]["momentum_buffer"] = buffer.clone()
     parameter.grad = grad.float()
     optimizer.step()
@@ -132,11 +139,14 @@ def test_measured_semantics_of_the_cpu_ep(backend):
     assert backend.overflow == "inf" and backend.subnormals == "keep"
 
 
-@pytest.mark.parametrize("big,small,want", [
-    (np.inf, 2.0**-24, ("inf", "keep")),
-    (65504.0, 0.0, ("saturate", "flush")),
-    (np.nan, 2.0**-20, ("inf", "keep")),
-])
+@pytest.mark.parametrize(
+    "big,small,want",
+    [
+        (np.inf, 2.0**-24, ("inf", "keep")),
+        (65504.0, 0.0, ("saturate", "flush")),
+        (np.nan, 2.0**-20, ("inf", "keep")),
+    ],
+)
 def test_probe_results_are_classified(big, small, want):
     semantics = _classify(FP16, np.array([big, small], dtype=np.float32), "Mul")
     assert (semantics.overflow, semantics.subnormals) == want

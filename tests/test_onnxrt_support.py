@@ -8,11 +8,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from mpx.backends.onnxrt.graphs import build_graph
-from mpx.backends.onnxrt.placement import node_events, profile_nodes
 from onnx import TensorProto, helper
 
 import mpx
+from mpx.backends.onnxrt.graph import build_graph
+from mpx.backends.onnxrt.placement import node_events, profile_nodes
 from mpx.ops import all_ops, get_op
 
 FP32, FP16, BF16 = mpx.format("fp32"), mpx.format("fp16"), mpx.format("bf16")
@@ -77,8 +77,9 @@ def test_fp16_matmul_is_upcast_because_the_optimized_graph_casts_it(backend, tmp
         assert next(a.i for a in cast.attribute if a.name == "to") == TensorProto.FLOAT
 
 
-@pytest.mark.parametrize("name", ["matmul", "linear", "conv2d", "add", "mul", "relu", "exp", "sqrt", "softmax",
-                                  "reduce_sum"])
+@pytest.mark.parametrize(
+    "name", ["matmul", "linear", "conv2d", "add", "mul", "relu", "exp", "sqrt", "softmax", "reduce_sum"]
+)
 def test_fp16_ops_the_cpu_ep_lacks_are_upcast_not_native(backend, name):
     compiled = backend.compiled(*_case(get_op(name), FP16))
     assert compiled.support.status == "upcast", compiled.support.reason
@@ -123,8 +124,12 @@ def test_decomposed_nonfinite_check_agrees_with_the_native_one(fmt):
     for decompose in (False, True):
         built = build_graph(op, fmt, "forward", [(2, 2)], decompose=decompose)
         session = ort.InferenceSession(built.model.SerializeToString(), providers=[CPU_EP])
-        results.append([float(session.run(None, {"x": v.numpy().astype(built.input_dtypes[0])})[0]) for v in
-                        (*values, torch.ones(2, 2))])
+        results.append(
+            [
+                float(session.run(None, {"x": v.numpy().astype(built.input_dtypes[0])})[0])
+                for v in (*values, torch.ones(2, 2))
+            ]
+        )
         assert bool(built.decompositions) == decompose
     assert results[0] == results[1] == [1.0, 1.0, 0.0]
 
@@ -146,17 +151,20 @@ def test_profile_names_the_provider_of_every_node():
 
 
 def test_node_events_ignore_session_level_events():
-    events = [{"cat": "Session", "name": "model_run", "args": {}},
-              {"cat": "Node", "name": "n1_kernel_time", "args": {"op_name": "Add", "provider": "XEP",
-                                                                  "input_type_shape": [{"float16": [2]}]}}]
+    events = [
+        {"cat": "Session", "name": "model_run", "args": {}},
+        {
+            "cat": "Node",
+            "name": "n1_kernel_time",
+            "args": {"op_name": "Add", "provider": "XEP", "input_type_shape": [{"float16": [2]}]},
+        },
+    ]
     assert node_events(events) == [{"name": "n1", "op": "Add", "provider": "XEP", "input_types": ["float16"]}]
 
 
 def _case(op, fmt):
     inputs = op.to_storage(fmt, tuple(op.make_inputs(fmt, "normal", torch.Generator().manual_seed(0))))
     return op, fmt, "forward", tuple(tuple(t.shape) for t in inputs)
-
-
 
 
 def test_profile_based_verdict_sees_the_inserted_casts_too():

@@ -12,7 +12,8 @@ import tomllib
 
 import mpx
 from mpx.ops import get_op
-from mpx.ops.check import compare, expected, prepare
+from mpx.ops.reference import expected, prepare
+from mpx.ops.tolerance import compare
 
 TEMPLATE = Path(__file__).parent / "plugins" / "acme_npu"
 

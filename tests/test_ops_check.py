@@ -8,7 +8,8 @@ import torch
 from mpx.errors import OpError
 from mpx.formats import BF16, FP8_E4M3, FP16, FP32
 from mpx.ops import get_op
-from mpx.ops.check import Comparison, Prepared, compare, expected, prepare
+from mpx.ops.reference import Prepared, expected, prepare
+from mpx.ops.tolerance import Comparison, compare
 
 
 def one_ulp_up(t: torch.Tensor, fmt) -> torch.Tensor:

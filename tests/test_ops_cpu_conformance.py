@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from mpx.backends.cpu.backend import CpuBackend
 
+from mpx.backends.cpu.backend import CpuBackend
 from mpx.formats import FORMATS
 from mpx.ops import all_ops
-from mpx.ops.check import compare, expected, prepare
+from mpx.ops.reference import expected, prepare
+from mpx.ops.tolerance import compare
 
 CASES = [
     pytest.param(op, fmt, pass_, input_class, id=f"{op.name}-{fmt.name}-{pass_}-{input_class}")

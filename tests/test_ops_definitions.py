@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from mpx.formats import BF16, FORMATS, FP8_E4M3, FP8_E5M2, FP16, FP32
-from mpx.ops import all_ops, get_op
-from mpx.ops.precision_ops import ADAM, SGD
+from mpx.ops import all_ops, get_op, op_family
+from mpx.ops import definitions as definitions_package
+from mpx.ops.definitions import BUILTIN_SPECS, FAMILIES, SPECS_BY_FAMILY
+from mpx.ops.definitions.precision import ADAM, SGD
+from mpx.policy import gemm_output_format
 
 PRECISION = {"cast", "scale", "unscale", "nonfinite_check", "sgd_master_update", "adam_master_update", "cast_back"}
 LOSSES = {"mse_loss", "cross_entropy"}
@@ -61,6 +70,14 @@ def test_fp8_is_only_for_gemms_and_precision_ops_and_fp8_gemms_write_bf16() -> N
         assert op.supports_format(FP8_E4M3) == (op.name in LOWP | PRECISION), op.name
     assert get_op("matmul").output_formats(FP8_E5M2) == (BF16,)
     assert get_op("cast").output_formats(FP8_E4M3) == (FP8_E4M3,)
+
+
+def test_gemm_outputs_follow_the_policy_rule_unless_an_op_names_its_own_fp8_output() -> None:
+    matmul = get_op("matmul")
+    for fmt in FORMATS:
+        assert matmul.output_format(fmt) == gemm_output_format(fmt), fmt.name
+    assert dataclasses.replace(matmul, fp8_output=FP16).output_formats(FP8_E4M3) == (FP16,)
+    assert dataclasses.replace(matmul, fp8_output=FP16).output_formats(BF16) == (BF16,)
 
 
 def test_losses_flags_unscaled_grads_and_optimizer_state_are_fp32() -> None:
@@ -149,3 +166,50 @@ def test_cast_and_cast_back_round_fp32_to_the_format() -> None:
     for name in ("cast", "cast_back"):
         op = get_op(name)
         assert op.args[0].role == "fp32" and op.reference(torch.tensor([1.5]))[0].item() == 1.5
+
+
+def test_families_are_the_definition_modules() -> None:
+    folder = Path(definitions_package.__file__).parent
+    modules = {p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")}
+    assert set(FAMILIES) == modules and len(FAMILIES) == len(modules)
+
+
+def test_each_definition_module_exports_its_specs_and_builtin_specs_concatenates_them_in_family_order() -> None:
+    for family in FAMILIES:
+        module = importlib.import_module(f"mpx.ops.definitions.{family}")
+        assert module.SPECS == SPECS_BY_FAMILY[family] and module.SPECS, family
+    assert BUILTIN_SPECS == tuple(spec for family in FAMILIES for spec in SPECS_BY_FAMILY[family])
+
+
+def test_the_registry_lists_the_builtin_specs_first_in_their_order() -> None:
+    assert all(a is b for a, b in zip(all_ops(), BUILTIN_SPECS, strict=False))
+    assert len(all_ops()) >= len(BUILTIN_SPECS)
+
+
+def test_op_family_names_the_module_each_op_is_defined_in() -> None:
+    for family, specs in SPECS_BY_FAMILY.items():
+        for spec in specs:
+            assert op_family(spec.name) == family
+            assert op_family(spec) == family
+
+
+def test_importing_the_definition_modules_registers_nothing() -> None:
+    """A fresh interpreter imports every definitions module with register() replaced by a recorder."""
+    script = """
+import importlib
+import mpx.ops.registry as registry
+calls = []
+registry.register = calls.append
+for family in ("elementwise", "reduction", "gemm", "attention", "embedding", "norm", "softmax", "loss", "precision"):
+    importlib.import_module("mpx.ops.definitions." + family)
+assert calls == [], calls
+assert registry._OPS is None, "importing the definitions built the registry"
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_import_mpx_loads_no_op_definitions() -> None:
+    script = "import sys, mpx; assert not [m for m in sys.modules if m.startswith('mpx.ops.definitions')]"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

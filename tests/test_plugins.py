@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 import mpx
-from mpx.plugins import BackendEntry, registry
+from mpx.plugins.manager import BackendEntry, registry
 
 
 def entry(name: str) -> BackendEntry:

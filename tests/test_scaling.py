@@ -121,8 +121,15 @@ def test_static_scale_must_be_positive_and_finite(scale):
 
 @pytest.mark.parametrize(
     "options",
-    [{"init_scale": 0.0}, {"init_scale": math.nan}, {"growth_factor": 1.0}, {"backoff_factor": 1.5},
-     {"growth_interval": 0}, {"hysteresis": 0}, {"min_scale": 8.0, "max_scale": 4.0, "init_scale": 4.0}],
+    [
+        {"init_scale": 0.0},
+        {"init_scale": math.nan},
+        {"growth_factor": 1.0},
+        {"backoff_factor": 1.5},
+        {"growth_interval": 0},
+        {"hysteresis": 0},
+        {"min_scale": 8.0, "max_scale": 4.0, "init_scale": 4.0},
+    ],
 )
 def test_dynamic_rejects_bad_configuration(options):
     with pytest.raises(mpx.ScalingError):
@@ -132,8 +139,9 @@ def test_dynamic_rejects_bad_configuration(options):
 def test_bad_state_dict_changes_nothing():
     scaler = mpx.DynamicLossScaler(init_scale=64.0)
     with pytest.raises(mpx.ScalingError):
-        scaler.load_state_dict({"scale": -1.0, "growth_factor": 2.0, "backoff_factor": 0.5,
-                                "growth_interval": 10, "_growth_tracker": 0})
+        scaler.load_state_dict(
+            {"scale": -1.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 10, "_growth_tracker": 0}
+        )
     assert scaler.state_dict()["scale"] == 64.0
 
 

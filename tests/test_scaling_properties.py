@@ -35,8 +35,9 @@ def test_neutral_scaler_reproduces_grad_scaler_sequence(pattern, interval):
 @settings(max_examples=40, deadline=None)
 @given(pattern=overflow_patterns, hysteresis=st.integers(1, 3), interval=st.integers(1, 4))
 def test_scale_stays_within_min_and_max(pattern, hysteresis, interval):
-    scaler = mpx.DynamicLossScaler(init_scale=8.0, min_scale=2.0, max_scale=64.0, hysteresis=hysteresis,
-                                   growth_interval=interval)
+    scaler = mpx.DynamicLossScaler(
+        init_scale=8.0, min_scale=2.0, max_scale=64.0, hysteresis=hysteresis, growth_interval=interval
+    )
     for overflow in pattern:
         scaler.update(torch.tensor([float(overflow)]))
         assert 2.0 <= float(scaler.loss_scale) <= 64.0
@@ -62,8 +63,13 @@ def test_masked_step_invariants(pattern, seed, bad, optimizer_name):
         "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-2),
     }[optimizer_name](model.parameters())
     formats = mpx.LEAN_ADAM if optimizer_name == "adam-bf16-moment" else mpx.StateFormats()
-    mp = mpx.MixedPrecision(model, optimizer, policy="fp16-pure", state_formats=formats,
-                            loss_scale=mpx.DynamicLossScaler(init_scale=2.0**4, growth_interval=2))
+    mp = mpx.MixedPrecision(
+        model,
+        optimizer,
+        policy="fp16-pure",
+        state_formats=formats,
+        loss_scale=mpx.DynamicLossScaler(init_scale=2.0**4, growth_interval=2),
+    )
     generator = torch.Generator().manual_seed(seed)
     for overflow in pattern:
         masters = [_bits(m) for m in mp.master_weights.masters]

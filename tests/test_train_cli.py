@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mpx.cli import main
-from mpx.train_cli import train
+from mpx.training.synthetic import train
 
 STEPS = 200
 
@@ -43,12 +43,26 @@ def test_fp16_pure_converges_with_masters_and_stagnates_without():
 
 def test_cli_writes_json_summary_with_final_loss(tmp_path, capsys):
     path = tmp_path / "run.json"
-    code = main(["train", "--backend", "cpu", "--precision", "bf16-mixed", "--steps", "20", "--compare-fp32",
-                 "--json", str(path), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--backend",
+            "cpu",
+            "--precision",
+            "bf16-mixed",
+            "--steps",
+            "20",
+            "--compare-fp32",
+            "--json",
+            str(path),
+            "--no-progress",
+        ]
+    )
     result = json.loads(path.read_text())
     assert code == 0
-    assert {"final_loss", "fp32_final_loss", "steps_skipped", "final_scale", "step_time_ms",
-            "bytes_per_param"} <= set(result)
+    assert {"final_loss", "fp32_final_loss", "steps_skipped", "final_scale", "step_time_ms", "bytes_per_param"} <= set(
+        result
+    )
     assert result["final_loss"] > 0 and result["bytes_per_param"] == pytest.approx(16.0, abs=0.1)
     assert "final loss" in capsys.readouterr().out
 
@@ -59,12 +73,15 @@ def test_cli_lean_state_reports_12_bytes_per_parameter(tmp_path):
     assert json.loads(path.read_text())["bytes_per_param"] == pytest.approx(12.0, abs=0.1)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--precision", "fp17-mixed"], "unknown policy"),
-    (["--backend", "nosuch"], "unknown backend"),
-    (["--steps", "0"], "--steps"),
-    (["--loss-scale", "-4"], "scale"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--precision", "fp17-mixed"], "unknown policy"),
+        (["--backend", "nosuch"], "unknown backend"),
+        (["--steps", "0"], "--steps"),
+        (["--loss-scale", "-4"], "scale"),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert main(["train", "--no-progress", *argv]) == 2
     err = capsys.readouterr().err

@@ -45,10 +45,16 @@ class _HostReads(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("policy", ["fp16-mixed", "bf16-mixed", "fp16-pure", "fp8-hybrid"])
-@pytest.mark.parametrize("optimizer", [
-    torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop,
-    lambda params, lr: torch.optim.Adam(params, lr=lr, fused=True),
-])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        torch.optim.Adam,
+        torch.optim.AdamW,
+        torch.optim.SGD,
+        torch.optim.RMSprop,
+        lambda params, lr: torch.optim.Adam(params, lr=lr, fused=True),
+    ],
+)
 def test_step_reads_nothing_back_to_the_host(policy, optimizer, monkeypatch):
     model = _model()
     mp = mpx.MixedPrecision(model, optimizer(model.parameters(), lr=1e-3), policy=policy, loss_scale="dynamic")
@@ -106,8 +112,8 @@ def test_gradient_accumulation_over_micro_batches_equals_one_big_batch():
     _backward(mp_whole, whole, x, y)
     for part in range(2):
         with mp_split.autocast():
-            out = split(x[part * 32:(part + 1) * 32])
-        mp_split.backward(mpx.mse_loss(out, y[part * 32:(part + 1) * 32]) / 2)
+            out = split(x[part * 32 : (part + 1) * 32])
+        mp_split.backward(mpx.mse_loss(out, y[part * 32 : (part + 1) * 32]) / 2)
     mp_whole.step()
     mp_split.step()
     for a, b in zip(whole.parameters(), split.parameters(), strict=True):
@@ -116,8 +122,7 @@ def test_gradient_accumulation_over_micro_batches_equals_one_big_batch():
 
 def test_clipping_acts_on_unscaled_gradients():
     model, reference = _model(), _model()
-    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1.0), policy="fp32",
-                            loss_scale=1024.0)
+    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1.0), policy="fp32", loss_scale=1024.0)
     x, y = _batch()
     _backward(mp, model, x, y)
     norm = mp.clip_grad_norm_(0.01)
@@ -164,8 +169,9 @@ def test_fp16_defaults_to_dynamic_loss_scaling():
 def test_saturating_backend_overflow_is_detected():
     backend = mpx.get_backend("cpu", overflow="saturate")
     model = _model()
-    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=0.1), backend=backend,
-                            policy="fp16-mixed", loss_scale=2.0**40)
+    mp = mpx.MixedPrecision(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), backend=backend, policy="fp16-mixed", loss_scale=2.0**40
+    )
     _backward(mp, model, *_batch())
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())  # clamped, not inf
     assert mp.step().was_skipped
@@ -187,15 +193,17 @@ def test_state_dict_round_trip_restores_scaler_masters_and_optimizer():
 
 
 def _snapshot(model, optimizer):
-    return [p.detach().clone() for p in model.parameters()], [p.dtype for g in optimizer.param_groups
-                                                               for p in g["params"]]
+    return [p.detach().clone() for p in model.parameters()], [
+        p.dtype for g in optimizer.param_groups for p in g["params"]
+    ]
 
 
 def _unchanged(model, optimizer, snapshot):
     params, dtypes = snapshot
     now = _snapshot(model, optimizer)
-    return all(a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(params, now[0], strict=True)) and \
-        dtypes == now[1]
+    return (
+        all(a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(params, now[0], strict=True)) and dtypes == now[1]
+    )
 
 
 def test_model_without_float_parameters_is_refused():

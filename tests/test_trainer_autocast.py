@@ -34,8 +34,11 @@ def test_matmul_conv_and_attention_are_lowp():
     image, kernel = torch.randn(1, 2, 6, 6), torch.randn(3, 2, 3, 3)
     q = k = v = torch.randn(1, 2, 4, 8)
     with mpx.get_backend("cpu").autocast(mpx.policy("bf16-mixed")):
-        outputs = [a @ b, torch.nn.functional.conv2d(image, kernel),
-                   torch.nn.functional.scaled_dot_product_attention(q, k, v)]
+        outputs = [
+            a @ b,
+            torch.nn.functional.conv2d(image, kernel),
+            torch.nn.functional.scaled_dot_product_attention(q, k, v),
+        ]
     assert all(_on_grid(o, BF16) for o in outputs)
 
 

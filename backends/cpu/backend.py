@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from typing_extensions import override
 
-from mpx.backend import Backend
 from mpx.errors import OpError
 from mpx.formats import FORMATS, Format, Overflow, Subnormals
-from mpx.ops.check import arg_format, flush, flush_inputs, result_formats, vjp
-from mpx.ops.elementwise_ops import ELEMENTWISE_OPS
+from mpx.ops.definitions.elementwise import ELEMENTWISE_OPS
+from mpx.ops.reference import flush, flush_inputs, result_formats, vjp
 from mpx.ops.spec import OpSpec, Pass
+from mpx.plugins.backend import Tensors, TrainingBackend
 from mpx.policy import Policy
 from mpx.policy import policy as lookup_policy
 
@@ -27,7 +28,7 @@ def compute_dtype(op: OpSpec) -> torch.dtype:
     return torch.float32 if op.tolerance.accumulation and op.name not in ELEMENTWISE_OPS else torch.float64
 
 
-class CpuBackend(Backend):
+class CpuBackend(TrainingBackend):
     """Emulates a device on the CPU: inputs stored in the format, fp32 accumulation, outputs rounded to the format.
 
     overflow="saturate" clamps results to +-max like some NPUs; subnormals="flush" reads subnormal inputs
@@ -48,49 +49,35 @@ class CpuBackend(Backend):
             raise OpError(f"cpu backend: native must be True or False, not {native!r}")
         self.overflow, self.subnormals, self.native = overflow, subnormals, native
 
-    def run(
-        self,
-        op: OpSpec,
-        fmt: Format,
-        inputs: tuple[torch.Tensor, ...],
-        pass_: Pass = "forward",
-        grad_outputs: tuple[torch.Tensor, ...] | None = None,
-    ) -> tuple[torch.Tensor, ...]:
+    @override
+    def _run(self, op: OpSpec, fmt: Format, inputs: Tensors, pass_: Pass, grad_outputs: Tensors | None) -> Tensors:
         """Forward: the op's outputs in their formats. Backward: gradients of the differentiable args."""
-        self.require(op, fmt, pass_)
-        if len(inputs) != op.arity:
-            raise OpError(
-                f"{op.name} takes {op.arity} inputs ({', '.join(a.name for a in op.args)}), got {len(inputs)}"
-            )
         dtype = compute_dtype(op)
-        values = tuple(self._load(t, arg_format(a, fmt), dtype) for a, t in zip(op.args, inputs, strict=False))
+        values = tuple(_load(t, dtype) for t in inputs)
         values = flush_inputs(op, fmt, values, self.subnormals)
         if pass_ == "forward":
             with torch.no_grad():
                 results = op.reference(*values, **op.attrs)
         else:
-            if grad_outputs is None or len(grad_outputs) != len(op.output_roles):
-                raise OpError(f"{op.name} backward needs one gradient per output ({len(op.output_roles)})")
+            assert grad_outputs is not None  # run() checked: one per output
             grads = tuple(
-                flush(self._load(g, f, dtype), f, self.subnormals)
+                flush(_load(g, dtype), f, self.subnormals)
                 for g, f in zip(grad_outputs, op.output_formats(fmt), strict=False)
             )
             results = vjp(op.reference, op.differentiable_args, values, grads, op.attrs)
         return tuple(self._store(r, f) for r, f in zip(results, result_formats(op, fmt, pass_), strict=False))
 
-    def _load(self, tensor: torch.Tensor, fmt: Format, dtype: torch.dtype) -> torch.Tensor:
-        if not tensor.is_floating_point():
-            return tensor
-        if tensor.dtype != fmt.torch_dtype:
-            raise OpError(
-                f"expected a {fmt.name} ({fmt.torch_dtype}) tensor, got {tensor.dtype}; store it with OpSpec.to_storage"
-            )
-        return tensor.to(dtype)
-
     def _store(self, result: torch.Tensor, fmt: Format) -> torch.Tensor:
         rounded = fmt.round(result, overflow=self.overflow, subnormals=self.subnormals)
         return rounded.to(fmt.torch_dtype)
 
+    @override
+    def check_policy(self, policy: Policy) -> None:
+        from .autocast import check_policy
+
+        check_policy(policy, self.native)
+
+    @override
     @contextlib.contextmanager
     def autocast(self, policy: Policy | str, native: bool | None = None) -> Iterator[None]:
         """Run model code in the policy's compute format: emulated rounding, or torch's CPU autocast when native.
@@ -105,5 +92,11 @@ class CpuBackend(Backend):
         with emulated_autocast(lookup_policy(policy), backend):
             yield
 
+    @override
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "native_autocast": self.native}
+
+
+def _load(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A stored input in the compute dtype (integer and boolean inputs as they are)."""
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor

@@ -8,7 +8,7 @@ from typing import Any
 from mpx import BackendSpec, hookimpl
 
 
-def _create(**options: Any):
+def _create(**options: Any) -> Any:
     from .backend import CpuBackend
 
     return CpuBackend(**options)

@@ -2,40 +2,43 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
+from typing_extensions import override
 
-from mpx.backend import Backend, Support
 from mpx.errors import BackendUnavailableError, PolicyError
-from mpx.formats import BF16, FP8_E5M2, FP32, Format
+from mpx.formats import BF16, FP8_E5M2, Format
 from mpx.fp8.gemm import FP8_CAPABILITY
 from mpx.ops.spec import OpSpec, Pass
-from mpx.policy import Policy
-from mpx.policy import policy as lookup_policy
+from mpx.plugins.backend import Shapes, Support, Tensors, TrainingBackend
+from mpx.policy import Policy, gemm_output_format
 
-from .execution import FP8_GEMM_OPS, run_on_device, strict_numerics
-from .plugin import unavailable
+from .device import BF16_CAPABILITY, compute_capability_name, device_index, unavailable
+from .execution import run_on_device, strict_numerics
+from .fp8_dispatch import FP8_GEMM_OPS
 
-BF16_CAPABILITY = (8, 0)
 
-
-class CudaBackend(Backend):
+class CudaBackend(TrainingBackend):
     """Runs ops with torch on one GPU (`device='cuda:1'`); trains models under torch.autocast.
 
     tf32 / reduced_precision_reduction: let fp32 GEMMs use TF32 and fp16/bf16 GEMMs reduce in low
     precision while running ops (off by default, so fp32 means fp32 and GEMMs accumulate in fp32).
+    Training is TrainingBackend's torch.autocast('cuda'); fp8 policies run bf16 outside Fp8Linear layers.
     """
 
     name = "cuda"
     overflow = "inf"
     subnormals = "keep"
 
-    def __init__(self, device: str | int | torch.device = "cuda", *, tf32: bool = False,
-                 reduced_precision_reduction: bool = False) -> None:
-        index = _device_index(device)
+    def __init__(
+        self,
+        device: str | int | torch.device = "cuda",
+        *,
+        tf32: bool = False,
+        reduced_precision_reduction: bool = False,
+    ) -> None:
+        index = device_index(device)
         reason = unavailable(str(index) if index is not None else "")
         if reason:
             raise BackendUnavailableError(f"backend 'cuda' is not available: {reason}")
@@ -46,8 +49,10 @@ class CudaBackend(Backend):
         self.tf32 = tf32
         self.reduced_precision_reduction = reduced_precision_reduction
 
-    def support(self, op: OpSpec, fmt: Format, pass_: Pass = "forward") -> Support:
-        base = super().support(op, fmt, pass_)
+    @override
+    def support(self, op: OpSpec, fmt: Format, pass_: Pass = "forward", shapes: Shapes | None = None) -> Support:
+        """The op's own formats, less what this GPU lacks: bf16 before sm_80, fp8 GEMMs before sm_89."""
+        base = super().support(op, fmt, pass_, shapes)
         if not base.runs:
             return base
         if fmt == BF16 and self.capability < BF16_CAPABILITY:
@@ -64,58 +69,29 @@ class CudaBackend(Backend):
             return Support("upcast", "cuBLASLt has no e5m2 x e5m2 GEMM: computed in fp32 on the same values")
         return base
 
-    def run(
-        self,
-        op: OpSpec,
-        fmt: Format,
-        inputs: tuple[torch.Tensor, ...],
-        pass_: Pass = "forward",
-        grad_outputs: tuple[torch.Tensor, ...] | None = None,
-    ) -> tuple[torch.Tensor, ...]:
-        self.require(op, fmt, pass_)
+    @override
+    def _run(self, op: OpSpec, fmt: Format, inputs: Tensors, pass_: Pass, grad_outputs: Tensors | None) -> Tensors:
         with torch.cuda.device(self.index), strict_numerics(self.tf32, self.reduced_precision_reduction):
             return run_on_device(op, fmt, inputs, pass_, grad_outputs, self.device)
 
-    @contextlib.contextmanager
-    def autocast(self, policy: Policy | str) -> Iterator[None]:
-        """torch.autocast('cuda') in the policy's compute format; fp8 policies run bf16 outside Fp8Linear layers."""
-        policy = lookup_policy(policy)
-        if policy.compute == FP32:
-            yield
-            return
-        dtype = BF16 if policy.compute.is_fp8 else policy.compute
-        if dtype == BF16 and self.capability < BF16_CAPABILITY:
+    @override
+    def check_policy(self, policy: Policy) -> None:
+        """Every policy trains here (fp8 ones in bf16 outside Fp8Linear layers) except bf16 on a GPU without it."""
+        if gemm_output_format(policy.compute) == BF16 and self.capability < BF16_CAPABILITY:
             raise PolicyError(f"{policy} computes in bf16, which {self._gpu} lacks; use fp16-mixed")
-        with torch.autocast("cuda", dtype=dtype.torch_dtype):
-            yield
 
     @property
     def _gpu(self) -> str:
-        return f"{self.device} is {self.device_name} ({_cc(self.capability)})"
+        return f"{self.device} is {self.device_name} ({compute_capability_name(self.capability)})"
 
+    @override
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
             "gpu": self.device_name,
-            "compute_capability": _cc(self.capability),
+            "compute_capability": compute_capability_name(self.capability),
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
             "fp8_gemm": self.capability >= FP8_CAPABILITY,
             "tf32": self.tf32,
         }
-
-
-def _device_index(device: str | int | torch.device) -> int | None:
-    if isinstance(device, int):
-        return device
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise BackendUnavailableError(f"device {device!r} is not a device name; use 'cuda' or 'cuda:1'") from None
-    if parsed.type != "cuda":
-        raise BackendUnavailableError(f"the cuda backend runs on CUDA devices, not {device!r}; use the 'cpu' backend")
-    return parsed.index
-
-
-def _cc(capability: tuple[int, int]) -> str:
-    return f"sm_{capability[0]}{capability[1]}"

@@ -1,24 +1,40 @@
 """Runs a registry op with torch on a device, in the case's format, the way torch.autocast would.
 
 Device-agnostic on purpose: the cuda backend runs it on a GPU, the tests run the same code on the CPU.
-Inputs of ops that autocast keeps in fp32 are upcast first; fp8 GEMMs go through torch._scaled_mm.
+Inputs of ops that autocast keeps in fp32 are upcast first; fp8 GEMMs go through torch._scaled_mm
+(fp8_dispatch). The call is checked by Backend.run before it gets here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
 
 from mpx.errors import OpError
-from mpx.formats import FP8_E5M2, Format
-from mpx.fp8.gemm import fp8_gemm
+from mpx.formats import Format
 from mpx.ops.spec import OpSpec, Pass
 
-# ops whose reference is a plain matmul / linear: the ones torch._scaled_mm can run in fp8
-FP8_GEMM_OPS = frozenset({"matmul", "linear", "mm", "bmm", "addmm"})
+from .fp8_dispatch import Fp8GemmMode
+
+_MOVED_TO_FP8_DISPATCH = ("FP8_GEMM_OPS", "fp8_matmul")  # names of mpx 0.1 that moved to fp8_dispatch in 0.2
+
+
+def __getattr__(name: str) -> Any:
+    """The 0.1 names that moved to fp8_dispatch, with a DeprecationWarning naming the new path."""
+    if name not in _MOVED_TO_FP8_DISPATCH:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import fp8_dispatch
+
+    warnings.warn(
+        f"{__name__}.{name} moved to {fp8_dispatch.__name__}.{name} in mpx 0.2; the old path goes away in 0.3",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(fp8_dispatch, name)
 
 
 @contextlib.contextmanager
@@ -63,11 +79,7 @@ def run_on_device(
     device: torch.device | str,
 ) -> tuple[torch.Tensor, ...]:
     """The op's outputs (forward) or input gradients (backward), back on the CPU in the contract's dtypes."""
-    if len(inputs) != op.arity:
-        raise OpError(f"op {op.name!r} takes {op.arity} inputs, got {len(inputs)}")
     backward = pass_ == "backward"
-    if backward and grad_outputs is None:
-        raise OpError(f"backward of {op.name!r} needs grad_outputs, one per output")
     leaves, computed = [], []
     for index, (arg, tensor) in enumerate(zip(op.args, inputs, strict=True)):
         leaf = tensor.to(device)
@@ -89,12 +101,19 @@ def run_on_device(
             raise OpError(f"op {op.name!r} declares {len(formats)} outputs, its reference returned {len(outputs)}")
         pairs = zip(outputs, formats, strict=True)
         return tuple((o.to(f.torch_dtype) if o.is_floating_point() else o).cpu() for o, f in pairs)
+    assert grad_outputs is not None  # Backend.run checked: one per output
     return _gradients(op, fmt, leaves, outputs, grad_outputs, device)
 
 
-def _gradients(op, fmt, leaves, outputs, grad_outputs, device) -> tuple[torch.Tensor, ...]:
-    if len(grad_outputs) != len(outputs):
-        raise OpError(f"backward of {op.name!r} needs {len(outputs)} grad_outputs, got {len(grad_outputs)}")
+def _gradients(
+    op: OpSpec,
+    fmt: Format,
+    leaves: list[torch.Tensor],
+    outputs: tuple[torch.Tensor, ...],
+    grad_outputs: tuple[torch.Tensor, ...],
+    device: torch.device | str,
+) -> tuple[torch.Tensor, ...]:
+    """The gradients of the differentiable args, zeros where the output does not depend on one."""
     pairs = [(o, g.to(device, o.dtype)) for o, g in zip(outputs, grad_outputs, strict=True) if o.requires_grad]
     wanted = [leaves[i] for i in op.differentiable_args]
     grads = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True)
@@ -104,51 +123,3 @@ def _gradients(op, fmt, leaves, outputs, grad_outputs, device) -> tuple[torch.Te
         grad = torch.zeros_like(leaves[index]) if grad is None else grad
         result.append(grad.to(storage).cpu())
     return tuple(result)
-
-
-class Fp8GemmMode(TorchFunctionMode):
-    """Routes matmul-family calls on fp8 tensors to torch._scaled_mm (unit scales, fp32 output)."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        if not any(t.dtype.itemsize == 1 and t.is_floating_point() for t in tensors):
-            return func(*args, **kwargs)
-        if func in (torch.nn.functional.linear,):
-            x, weight = args[0], args[1]
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            out = fp8_matmul(x, weight.t())
-            return out if bias is None else out + bias.float()
-        if func in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm, torch.Tensor.mm,
-                    torch.bmm, torch.Tensor.bmm):
-            return fp8_matmul(args[0], args[1])
-        if func is torch.Tensor.__rmatmul__:
-            return fp8_matmul(args[1], args[0])
-        if func in (torch.addmm, torch.Tensor.addmm):
-            return args[0].float() + fp8_matmul(args[1], args[2])
-        return func(*args, **kwargs)
-
-
-def fp8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b for fp8 tensors with fp32 accumulation and an fp32 result (torch.matmul's broadcasting)."""
-    if a.dtype == b.dtype == FP8_E5M2.torch_dtype or a.dtype.itemsize != 1 or b.dtype.itemsize != 1:
-        # cuBLASLt has no e5m2 x e5m2 GEMM: the same exact values in fp32 give the same fp32-accumulated result
-        return torch.matmul(a.float(), b.float())
-    if a.dim() == 1:
-        return fp8_matmul(a.unsqueeze(0), b).squeeze(-2)
-    if b.dim() == 1:
-        return fp8_matmul(a, b.unsqueeze(-1)).squeeze(-1)
-    if b.dim() == 2:
-        flat = _scaled_mm_2d(a.reshape(-1, a.shape[-1]), b)
-        return flat.reshape(*a.shape[:-1], b.shape[-1])
-    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    a = a.float().expand(*batch, *a.shape[-2:]).reshape(-1, *a.shape[-2:]).to(a.dtype)
-    b = b.float().expand(*batch, *b.shape[-2:]).reshape(-1, *b.shape[-2:]).to(b.dtype)
-    products = torch.stack([_scaled_mm_2d(x, y) for x, y in zip(a, b, strict=True)])
-    return products.reshape(*batch, a.shape[-2], b.shape[-1])
-
-
-def _scaled_mm_2d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """torch._scaled_mm with unit scales (fp8_gemm pads K and N to multiples of 16 with exact zeros)."""
-    one = torch.ones((), dtype=torch.float32, device=a.device)
-    return fp8_gemm(a, b, one, one, torch.float32, "scaled_mm")

@@ -7,14 +7,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from typing_extensions import override
 
-from mpx.backend import Backend, Support
 from mpx.errors import BackendUnavailableError, OpError
 from mpx.formats import FORMATS, Format
 from mpx.ops.spec import OpSpec, Pass
+from mpx.plugins.backend import Backend, Shapes, Support, Tensors
 
-from .graphs import boundary_dtype, build_graph, output_dtypes
-from .placement import GraphUnsupported, place
+from .graph import BuiltGraph, boundary_dtype, build_graph, output_dtypes
+from .placement import GraphUnsupported, Placement, place
 from .providers import default_provider, normalize_options, probe
 from .semantics import Semantics, measure, summarize
 from .session_cache import CompiledGraph, SessionCache
@@ -44,52 +45,58 @@ class OnnxRuntimeBackend(Backend):
         self.cache = SessionCache()
         self._semantics: dict[str, Semantics] | None = None
         self._ops: dict[int, OpSpec] = {}  # every op with cached sessions, held so that its id stays its own
-        self._shapes: dict[tuple, tuple[tuple, tuple]] = {}  # (op, format, pass, input class) -> shape class
+        # (op, format, pass, shapes or None) -> (input shapes, gradient shapes), or why the shapes do not fit
+        self._shapes: dict[tuple[Any, ...], tuple[Shapes, Shapes] | Support] = {}
 
     # -- measured semantics -------------------------------------------------------------------------
     @property
     def semantics(self) -> dict[str, Semantics]:
         """Overflow and subnormal handling per format, measured once with probe graphs on the EP."""
         if self._semantics is None:
-            self._semantics = {f.name: measure(f, self.provider, self.provider_options, self.session_config)
-                               for f in FORMATS}
+            self._semantics = {
+                f.name: measure(f, self.provider, self.provider_options, self.session_config) for f in FORMATS
+            }
         return self._semantics
 
     @property
+    @override
     def overflow(self) -> str:  # type: ignore[override]
         return summarize(self.semantics)[0]
 
     @property
+    @override
     def subnormals(self) -> str:  # type: ignore[override]
         return summarize(self.semantics)[1]
 
     # -- support and running ------------------------------------------------------------------------
-    def support(self, op: OpSpec, fmt: Format, pass_: Pass = "forward", input_class: str = "normal") -> Support:
-        """How the EP runs (op, fmt, pass) for the shapes of `input_class`, read off the graph it really runs."""
-        base = super().support(op, fmt, pass_)
+    @override
+    def support(self, op: OpSpec, fmt: Format, pass_: Pass = "forward", shapes: Shapes | None = None) -> Support:
+        """How the EP runs (op, fmt, pass) on inputs of `shapes`, read off the graph it really runs.
+
+        shapes=None (any shapes): the verdict of the op's "normal" inputs.
+        """
+        base = super().support(op, fmt, pass_, shapes)
         if not base.runs:
             return base
-        key = (id(op), fmt.name, pass_, input_class)  # op is held in _ops by compiled(): its id stays its own
-        if key not in self._shapes:  # inputs are made once per input class, not per call
-            inputs = op.to_storage(fmt, tuple(op.make_inputs(fmt, input_class, torch.Generator().manual_seed(0))))
-            grad_shapes = self._grad_shapes(op, fmt, inputs) if pass_ == "backward" else ()
-            self._shapes[key] = (tuple(tuple(t.shape) for t in inputs), grad_shapes)
-        return self.compiled(op, fmt, pass_, *self._shapes[key]).support
+        if shapes is not None:
+            shapes = tuple(tuple(shape) for shape in shapes)
+        self._ops.setdefault(id(op), op)  # held, so that the id in the keys below stays its own
+        key = (id(op), fmt.name, pass_, shapes)
+        if key not in self._shapes:  # the case's shapes are worked out once per shapes, not per call
+            self._shapes[key] = self._case_shapes(op, fmt, pass_, shapes)
+        case = self._shapes[key]
+        if isinstance(case, Support):
+            return case
+        return self.compiled(op, fmt, pass_, *case).support
 
-    def compiled(self, op: OpSpec, fmt: Format, pass_: Pass, shapes: tuple, grad_shapes: tuple = ()) -> CompiledGraph:
+    def compiled(self, op: OpSpec, fmt: Format, pass_: Pass, shapes: Shapes, grad_shapes: Shapes = ()) -> CompiledGraph:
         """The cached session and verdict of (op, fmt, pass, shape class)."""
         self._ops.setdefault(id(op), op)
         key = (id(op), fmt.name, pass_, shapes, grad_shapes)
         return self.cache.get(key, lambda: self._compile(op, fmt, pass_, shapes, grad_shapes))
 
-    def run(
-        self,
-        op: OpSpec,
-        fmt: Format,
-        inputs: tuple[torch.Tensor, ...],
-        pass_: Pass = "forward",
-        grad_outputs: tuple[torch.Tensor, ...] | None = None,
-    ) -> tuple[torch.Tensor, ...]:
+    @override
+    def _run(self, op: OpSpec, fmt: Format, inputs: Tensors, pass_: Pass, grad_outputs: Tensors | None) -> Tensors:
         # the hot path: one dict lookup, zero-copy numpy views in, zero-copy torch views out
         # ops are keyed by identity: every op that reaches the cache is held in _ops, so ids are not reused
         op_key = id(op)
@@ -102,7 +109,6 @@ class OnnxRuntimeBackend(Backend):
         cache = self.cache
         entry = cache.entries.get(key)
         if entry is None:
-            self._check_call(op, fmt, inputs, pass_, grad_outputs)
             entry = self.compiled(op, fmt, pass_, key[3], key[4])
         else:
             cache.hits += 1
@@ -120,29 +126,28 @@ class OnnxRuntimeBackend(Backend):
         try:
             results = entry.session.run(entry.output_names, dict(zip(entry.input_names, arrays, strict=False)))
         except Exception as error:  # this op failed on the EP; the cache and the other ops are untouched
-            raise OpError(f"{self.name}: {op.name} {pass_} in {fmt.name} failed on {self.provider}: "
-                          f"{str(error).strip()[:300]}") from None
+            raise OpError(
+                f"{self.name}: {op.name} {pass_} in {fmt.name} failed on {self.provider}: {str(error).strip()[:300]}"
+            ) from None
         if entry.plain_outputs:
             return tuple(map(torch.from_numpy, results))
         return tuple(_to_torch(r, dtype) for r, dtype in zip(results, entry.output_kinds, strict=False))
 
-    def _check_call(self, op, fmt, inputs, pass_, grad_outputs) -> None:
-        if len(inputs) != op.arity:
-            names = ", ".join(a.name for a in op.args)
-            raise OpError(f"{op.name} takes {op.arity} inputs ({names}), got {len(inputs)}")
-        for arg, tensor in zip(op.args, inputs, strict=False):
-            if tensor.dtype != arg.storage_dtype(fmt):
-                raise OpError(f"{op.name} input {arg.name!r} must be {arg.storage_dtype(fmt)} in a {fmt.name} case "
-                              f"(see OpSpec.to_storage), got {tensor.dtype}")
-        if pass_ == "backward" and grad_outputs is None:
-            raise OpError(f"{op.name} backward needs grad_outputs, one per output")
+    def _case_shapes(
+        self, op: OpSpec, fmt: Format, pass_: Pass, shapes: Shapes | None
+    ) -> tuple[Shapes, Shapes] | Support:
+        """(input shapes, gradient shapes) of a case; the normal inputs' shapes when `shapes` is None."""
+        if shapes is None:
+            inputs = op.to_storage(fmt, tuple(op.make_inputs(fmt, "normal", torch.Generator().manual_seed(0))))
+            shapes = tuple(tuple(t.shape) for t in inputs)
+        if pass_ == "forward":
+            return shapes, ()
+        try:
+            return shapes, _output_shapes(op, fmt, shapes)
+        except Exception as error:  # shapes the op's reference cannot take: no graph to judge
+            return Support("unsupported", f"{op.name} does not take inputs of shapes {shapes}: {error}")
 
-    def _grad_shapes(self, op: OpSpec, fmt: Format, inputs: tuple[torch.Tensor, ...]) -> tuple:
-        with torch.no_grad():
-            outputs = op.reference(*(t.to(torch.float64) if t.is_floating_point() else t for t in inputs), **op.attrs)
-        return tuple(tuple(o.shape) for o in outputs)
-
-    def _compile(self, op: OpSpec, fmt: Format, pass_: Pass, shapes: tuple, grad_shapes: tuple) -> CompiledGraph:
+    def _compile(self, op: OpSpec, fmt: Format, pass_: Pass, shapes: Shapes, grad_shapes: Shapes) -> CompiledGraph:
         try:
             built = build_graph(op, fmt, pass_, shapes, grad_shapes)
         except OpError as error:
@@ -171,15 +176,22 @@ class OnnxRuntimeBackend(Backend):
             return CompiledGraph(Support("unsupported", reason))
         storage = [a.storage_dtype(fmt) for a in op.args]
         storage += list(output_dtypes(op, fmt, "forward")) if pass_ == "backward" else []
-        return CompiledGraph(Support(status, reason), placement.session, built.input_names, built.input_dtypes,
-                             built.output_dtypes, placement.nodes,
-                             plain_inputs=all(boundary_dtype(d) == d for d in storage),
-                             output_names=[o.name for o in placement.session.get_outputs()],
-                             plain_outputs=all(boundary_dtype(d) == d for d in built.output_dtypes))
+        return CompiledGraph(
+            Support(status, reason),
+            placement.session,
+            built.input_names,
+            built.input_dtypes,
+            built.output_dtypes,
+            placement.nodes,
+            plain_inputs=all(boundary_dtype(d) == d for d in storage),
+            output_names=[o.name for o in placement.session.get_outputs()],
+            plain_outputs=all(boundary_dtype(d) == d for d in built.output_dtypes),
+        )
 
-    def _place(self, built: Any, fmt: Format) -> Any:
+    def _place(self, built: BuiltGraph, fmt: Format) -> Placement:
         return place(built.model, fmt.onnx_type, self.provider, self.provider_options, self.session_config)
 
+    @override
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort
 
@@ -208,3 +220,14 @@ def _to_numpy(tensor: torch.Tensor, dtype: Any) -> np.ndarray:
 def _to_torch(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     tensor = torch.from_numpy(np.asarray(array))
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def _output_shapes(op: OpSpec, fmt: Format, shapes: Shapes) -> Shapes:
+    """The shapes of the op's outputs (its gradients' shapes) on inputs of `shapes`, from the reference."""
+    inputs = []
+    for arg, shape in zip(op.args, shapes, strict=False):
+        dtype = arg.storage_dtype(fmt)
+        inputs.append(torch.zeros(shape, dtype=torch.float64 if dtype.is_floating_point else dtype))
+    with torch.no_grad():
+        outputs = op.reference(*inputs, **op.attrs)
+    return tuple(tuple(o.shape) for o in outputs)

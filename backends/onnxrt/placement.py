@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from mpx.plugins.backend import SupportStatus
+
 from .providers import CPU, Options, create_session, session_options
 
 WIDER_THAN = {  # onnx element type -> the element types wider than it
@@ -37,7 +39,7 @@ class Placement:
     """A session and what it really runs."""
 
     session: Any
-    status: str  # native | upcast | fallback
+    status: SupportStatus  # native | upcast | fallback
     reason: str
     nodes: tuple[str, ...]  # op types of the graph as run
 
@@ -119,8 +121,14 @@ def node_events(events: list[dict]) -> list[dict]:
         args = event.get("args", {})
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time") and "provider" in args:
             types = [next(iter(t)) for t in args.get("input_type_shape", []) if t]
-            nodes.append({"name": event["name"][: -len("_kernel_time")], "op": args.get("op_name", "?"),
-                          "provider": args["provider"], "input_types": types})
+            nodes.append(
+                {
+                    "name": event["name"][: -len("_kernel_time")],
+                    "op": args.get("op_name", "?"),
+                    "provider": args["provider"],
+                    "input_types": types,
+                }
+            )
     return nodes
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mpx.backend import Support
+from mpx.plugins.backend import Support
 
 
 @dataclass

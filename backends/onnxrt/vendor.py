@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mpx.backend_spec import BackendSpec
+from mpx.plugins.types import BackendSpec
 
 from .providers import import_problem, normalize_options, probe
 
@@ -29,8 +29,9 @@ def execution_provider_backend(
 
         merged = {**fixed, **dict(options.pop("provider_options", None) or {})}
         merged_config = {**config, **dict(options.pop("session_config", None) or {})}
-        return OnnxRuntimeBackend(provider=provider, provider_options=merged, session_config=merged_config,
-                                  name=name, **options)
+        return OnnxRuntimeBackend(
+            provider=provider, provider_options=merged, session_config=merged_config, name=name, **options
+        )
 
     def unavailable() -> str | None:
         return import_problem() or probe(provider, normalize_options(provider, fixed))

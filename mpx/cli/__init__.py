@@ -1,4 +1,4 @@
-"""The `mpx` command: subcommands register themselves; user mistakes are one line and exit 2."""
+"""The `mpx` command: one module per subcommand (`register` and `run`); user mistakes are one line and exit 2."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from .. import __version__
-from ..errors import MpxError
-from . import backends_command, conformance_command, train_command
+from mpx.cli import backends, conformance, formats, train
+from mpx.errors import MpxError
 
-SUBCOMMANDS = (backends_command, conformance_command, train_command)
+SUBCOMMANDS = (backends, formats, conformance, train)
 
 
 class UsageError(MpxError):
@@ -19,12 +19,14 @@ class UsageError(MpxError):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mpx", description="Hardware-abstracted mixed precision for PyTorch.")
+    from mpx import __version__
+
     parser.add_argument("--version", action="version", version=f"mpx {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
     for module in SUBCOMMANDS:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from ..errors import ScalingError
-from .gemm import _pad, fp8_gemm, gemm_mode
-from .recipe import DelayedScaling, Fp8Recipe
-from .scaling import TensorScaling, quantize
+from mpx.errors import Fp8Error, TrainingInputError
+from mpx.fp8.gemm import GemmMode, _pad, fp8_gemm, gemm_mode
+from mpx.fp8.recipe import DelayedScaling, Fp8Recipe
+from mpx.fp8.scaling import TensorScaling, quantize
 
 
 class Fp8Linear(torch.nn.Linear):
@@ -20,8 +21,15 @@ class Fp8Linear(torch.nn.Linear):
     scaling code runs with an fp32 matmul over the fp8 values (emulation).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
-                 recipe: Fp8Recipe | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        recipe: Fp8Recipe | None = None,
+    ) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.recipe = recipe if recipe is not None else DelayedScaling()
         self.input_scaling = TensorScaling(self.recipe, self.recipe.forward).to(self.weight.device)
@@ -40,7 +48,9 @@ class Fp8Linear(torch.nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
-            raise ScalingError(f"Fp8Linear expects inputs with {self.in_features} features, got shape {tuple(x.shape)}")
+            raise TrainingInputError(
+                f"Fp8Linear expects inputs with {self.in_features} features, got shape {tuple(x.shape)}"
+            )
         mode = gemm_mode(x.device, self.recipe.gemm)
         device_type = x.device.type
         out_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
@@ -49,7 +59,15 @@ class Fp8Linear(torch.nn.Linear):
 
 class _Fp8LinearFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, layer, mode, out_dtype):
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        layer: Fp8Linear,
+        mode: GemmMode,
+        out_dtype: torch.dtype,
+    ) -> torch.Tensor:
         emulated = mode == "emulated"
         fmt = layer.recipe.forward
         with torch.autocast(x.device.type, enabled=False):
@@ -64,7 +82,7 @@ class _Fp8LinearFunction(torch.autograd.Function):
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x_q, w_q, x_inv, w_inv = ctx.saved_tensors
         layer, mode = ctx.layer, ctx.mode
         x_shape, x_dtype, w_dtype, has_bias = ctx.shapes
@@ -103,9 +121,10 @@ def convert_to_fp8(
     """
     recipe = recipe if recipe is not None else DelayedScaling()
     if type(model) is torch.nn.Linear:
-        raise ScalingError("convert_to_fp8 replaces Linear layers inside a model; use Fp8Linear.from_linear(layer)")
+        raise Fp8Error("convert_to_fp8 replaces Linear layers inside a model; use Fp8Linear.from_linear(layer)")
     targets = [
-        (name, module) for name, module in model.named_modules()
+        (name, module)
+        for name, module in model.named_modules()
         if type(module) is torch.nn.Linear and not (exclude and exclude(name, module))
     ]
     for _, module in targets:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..formats import Format
+from ..formats import Format, finite_or_zero
 from .recipe import CurrentScaling, DelayedScaling, Fp8Recipe
 
 _FP32_MAX = torch.finfo(torch.float32).max
@@ -59,7 +59,7 @@ class TensorScaling(torch.nn.Module):
         history = self.amax_history
         current = scale_from_amax(amax, self.fmt.max, self.recipe.margin, self.scale)
         self.scale.copy_(torch.where((history == 0).all(), current, self.scale))
-        recorded = torch.where(torch.isfinite(amax), amax, torch.zeros_like(amax))
+        recorded = finite_or_zero(amax)
         history[0:1].copy_(torch.maximum(history[0:1], recorded))
         return self.scale.clone()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..formats import Format
+from .spec import InputClass
 
 LONG = 4096  # length of the reductions in the long-reduction input class
 
@@ -70,3 +71,12 @@ def with_specials(
 def accumulator_safe_large(fmt: Format) -> float:
     """A large value whose products and sums of a few thousand stay inside fp32's range."""
     return min(fmt.max, 2.0**48)
+
+
+def gemm_operand(
+    fmt: Format, shape: tuple[int, ...], input_class: InputClass, generator: torch.Generator
+) -> torch.Tensor:
+    """A GEMM operand: normal values, or with specials whose products and sums stay inside fp32's range."""
+    if input_class == "special":
+        return with_specials(fmt, shape, generator, large=accumulator_safe_large(fmt))
+    return normal(fmt, shape, generator)

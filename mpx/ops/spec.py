@@ -9,8 +9,9 @@ from typing import Any, Literal
 import torch
 
 from ..errors import OpError
-from ..formats import BF16, FP32, Format
-from ..policy import AutocastClass
+from ..formats import FP32, Format
+from ..policy import AutocastClass, gemm_output_format
+from .error_model import Magnitude
 
 Pass = Literal["forward", "backward"]
 OpKind = Literal["precision", "loss", "model"]
@@ -34,6 +35,7 @@ class Arg:
     differentiable: bool = True
 
     def storage_dtype(self, fmt: Format) -> torch.dtype:
+        """The dtype this argument is stored in for a case in `fmt` (see ArgRole)."""
         return {"input": fmt.torch_dtype, "fp32": torch.float32, "index": torch.int64, "mask": torch.bool}[self.role]
 
 
@@ -42,7 +44,7 @@ class Tolerance:
     """Allowed error, in ULPs of the output format (0: bit-exact).
 
     accumulation=True adds the bound of a length-n sum accumulated in fp32,
-    n * 2**-24 * sum(|terms|), with sum(|terms|) from the op's `magnitude` function.
+    n * 2**-24 * sum(|terms|), with sum(|terms|) from the op's `magnitude` (see error_model.py).
     """
 
     ulps: float = 0.0
@@ -80,8 +82,9 @@ class OpSpec:
     has_backward: bool = True
     input_classes: tuple[InputClass, ...] = ("normal", "special")
     attrs: Mapping[str, Any] = field(default_factory=dict)
-    magnitude: Reference | None = field(default=None, repr=False)
-    fp8_output: Format = BF16
+    magnitude: Magnitude | None = field(default=None, repr=False)
+    # what an fp8 GEMM writes; None: mpx's rule, policy.gemm_output_format (bf16)
+    fp8_output: Format | None = None
     doc: str = ""
     # one role per output: "input" outputs are in output_format(fmt), "fp32" outputs always fp32
     # (master weights and moments of the optimizer updates, the found_inf flag, losses)
@@ -100,17 +103,21 @@ class OpSpec:
 
     @property
     def arity(self) -> int:
+        """The number of arguments."""
         return len(self.args)
 
     @property
     def differentiable_args(self) -> tuple[int, ...]:
+        """Indices of the float args a backward pass returns gradients for."""
         return tuple(i for i, a in enumerate(self.args) if a.differentiable and a.role in ("input", "fp32"))
 
     def output_format(self, fmt: Format) -> Format:
-        """Outputs are in the case's format, except fp8 GEMMs, which write `fp8_output` (as TE and _scaled_mm do)."""
-        if fmt.is_fp8 and self.autocast == "lowp":
+        """Outputs are in the case's format, except fp8 GEMMs, which write bf16 (or `fp8_output` when given)."""
+        if self.autocast != "lowp":
+            return fmt
+        if fmt.is_fp8 and self.fp8_output is not None:
             return self.fp8_output
-        return fmt
+        return gemm_output_format(fmt)
 
     def output_formats(self, fmt: Format) -> tuple[Format, ...]:
         """The format of each output in a case of format `fmt` (see output_roles)."""

@@ -4,9 +4,8 @@ A real vendor names its own EP (e.g. "AcmeNpuExecutionProvider") and options; th
 the CPU EP so that it runs anywhere.
 """
 
-from mpx.backends.onnxrt import execution_provider_backend
-
 from mpx import hookimpl
+from mpx.backends.onnxrt import execution_provider_backend
 
 
 @hookimpl

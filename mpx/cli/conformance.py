@@ -1,0 +1,166 @@
+"""`mpx conformance`: run the conformance suite and write its reports; `mpx conformance diff OLD.json NEW.json`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from mpx.errors import ConformanceError
+from mpx.formats import FP8_E5M2
+
+DEFAULT_HTML = "mpx-conformance.html"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "conformance",
+        help="run every op of a backend in every format against the reference",
+        description="Run the conformance suite: every op x format x pass x input class on each backend, rolled up "
+        f"into scenario readiness. With no arguments: every available backend, a summary, and {DEFAULT_HTML}.",
+    )
+    add = parser.add_argument
+    add(
+        "--backend",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="backend(s) to run (default: every one mpx knows)",
+    )
+    add(
+        "--scenario",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="scenario(s) to roll up (default: all)",
+    )
+    add("--format", action="extend", nargs="+", default=[], metavar="FMT", help="format(s) to run (default: all)")
+    add("--op", action="extend", nargs="+", default=[], metavar="NAME", help="op(s) to run (default: all)")
+    add(
+        "--case",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="case id(s) to rerun, e.g. matmul/bf16/backward/long-reduction",
+    )
+    add(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run cases in child processes (default: only for backends that are not built in)",
+    )
+    add(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="per-case timeout in seconds for isolated runs (default 60; implies --isolate)",
+    )
+    add("--workers", type=int, default=2, metavar="N", help="child processes per isolated backend (default 2)")
+    add("--json", metavar="PATH", help="write the JSON report (schema mpx-conformance/1)")
+    add(
+        "--html",
+        metavar="PATH",
+        help=f"write the single-file HTML report (default {DEFAULT_HTML} when no other report is asked for)",
+    )
+    add("--markdown", metavar="PATH", help="write the Markdown report")
+    add("--junit", metavar="PATH", help="write JUnit XML (one testcase per case id)")
+    add("--quiet", action="store_true", help="no progress bar and no summary")
+    parser.set_defaults(run=run)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    diff = actions.add_parser("diff", help="compare two JSON reports: improved and regressed cases, scenario changes")
+    diff.add_argument("old", metavar="OLD.json")
+    diff.add_argument("new", metavar="NEW.json")
+    diff.add_argument("--json", dest="diff_json", action="store_true", help="print the diff as JSON")
+    diff.set_defaults(run=run_diff)
+
+
+def _writers() -> dict[str, Callable[[Any], str]]:
+    from mpx.conformance.render import html, junit, markdown
+
+    return {
+        "json": lambda report: report.to_json() + "\n",
+        "html": html.render,
+        "markdown": markdown.render,
+        "junit": junit.render,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the suite as the parsed arguments say; returns the exit code."""
+    from mpx._io import atomic_write_text as write_atomic
+    from mpx.conformance.cases import generate
+    from mpx.conformance.output_paths import check_writable
+    from mpx.conformance.scenarios import select_formats, select_scenarios
+    from mpx.conformance.suite import Selection, run_suite
+
+    scenarios = select_scenarios(args.scenario)
+    formats = select_formats(args.format)
+    case_formats = list(formats)
+    if args.format and any(f.name == "fp8_e4m3" for f in formats) and FP8_E5M2 not in formats:
+        case_formats.append(FP8_E5M2)  # the fp8-hybrid column's backward GEMMs are e5m2
+    cases = generate(case_formats, args.op, args.case)
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConformanceError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    if args.timeout is not None and args.isolate is False:
+        raise ConformanceError("--timeout needs cases in child processes; drop --no-isolate (or drop --timeout)")
+    if args.workers < 1:
+        raise ConformanceError(f"--workers must be at least 1, not {args.workers}")
+    outputs = {kind: getattr(args, kind) for kind in ("json", "html", "markdown", "junit") if getattr(args, kind)}
+    if not outputs:
+        outputs["html"] = DEFAULT_HTML
+    for kind, path in outputs.items():
+        check_writable(path, f"{kind} report")
+    isolate = True if args.timeout is not None and args.isolate is None else args.isolate
+    selection = Selection(args.backend, scenarios, formats, cases, isolate, args.timeout or 60.0, args.workers)
+    interactive = sys.stderr.isatty() and not args.quiet
+    report = _run_with_progress(selection, run_suite) if interactive else run_suite(selection)
+    writers = _writers()
+    for kind, path in outputs.items():
+        write_atomic(path, writers[kind](report))
+    if not args.quiet:
+        from mpx.conformance.render.terminal import print_summary
+
+        print_summary(report)
+        for kind, path in outputs.items():
+            print(f"{kind} report: {path}")
+    return 0
+
+
+def _run_with_progress(selection: Any, run_suite: Callable[..., Any]) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+    )
+    with Progress(*columns, transient=True) as progress:
+        tasks: dict[str, Any] = {}
+        current: list[str] = []
+
+        def on_start(name: str, total: int) -> None:
+            tasks[name] = progress.add_task(name, total=total, last="")
+            current[:] = [name]
+
+        def on_result(result: Any) -> None:
+            progress.update(tasks[current[0]], advance=1, last=f"{result.id} {result.status}")
+
+        return run_suite(selection, on_start, on_result)
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    """Print what changed between two JSON reports; exit 1 on any regression."""
+    from mpx.conformance.diff import diff_reports, render_text
+    from mpx.conformance.report import Report
+
+    changes = diff_reports(Report.load(args.old), Report.load(args.new))
+    print(json.dumps(changes.to_dict(), indent=1) if args.diff_json else render_text(changes))
+    return 1 if changes.has_regressions else 0

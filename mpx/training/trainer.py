@@ -1,0 +1,252 @@
+"""mpx.MixedPrecision: autocast, scaled backward, device-side overflow check and a masked optimizer step."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mpx.errors import (
+    BackendUnavailableError,
+    MasterWeightError,
+    MpxError,
+    OptimizerError,
+    PolicyError,
+    TrainingInputError,
+)
+from mpx.formats import FP32
+from mpx.plugins.backend import Backend, TrainingBackend
+from mpx.policy import Policy
+from mpx.policy import policy as make_policy
+from mpx.training.loss_scaling import LossScaler, make_scaler
+from mpx.training.master_weights import MasterWeights
+from mpx.training.optimizer_step import has_own_update, masked_step
+from mpx.training.state_formats import FP32_STATE, StateFormats
+
+logger = logging.getLogger("mpx")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What step() did, as device tensors: reading `was_skipped` or the scale is the only host sync."""
+
+    skipped: torch.Tensor  # 0-d bool: the update was skipped (overflow somewhere, on any rank)
+    scale: torch.Tensor  # the loss scale this step used
+
+    @property
+    def was_skipped(self) -> bool:
+        """Python bool (reads the flag back to the host)."""
+        return bool(self.skipped)
+
+
+def _resolve_backend(backend: str | Backend) -> TrainingBackend:
+    """The backend object, which must implement the training protocol."""
+    if isinstance(backend, str):
+        from mpx.plugins.manager import get_backend
+
+        backend = get_backend(backend)
+    if not isinstance(backend, Backend):
+        raise MpxError(f"backend must be a name such as 'cpu' or an mpx.Backend, not {type(backend).__name__}")
+    if not isinstance(backend, TrainingBackend):
+        raise BackendUnavailableError(
+            f"backend {backend.name!r} runs ops but does not train torch models (it is not an mpx.TrainingBackend); "
+            "train on 'cpu' or 'cuda'"
+        )
+    return backend
+
+
+def _check_policy(backend: TrainingBackend, policy: Policy) -> None:
+    missing = sorted(
+        {f.name for f in (policy.params, policy.compute, policy.output, policy.backward)}
+        - {f.name for f in backend.formats}
+    )
+    if missing:
+        raise PolicyError(
+            f"backend {backend.name!r} cannot run policy {policy} (no {', '.join(missing)}); "
+            f"pick a policy in {', '.join(f.name for f in backend.formats)}"
+        )
+    backend.check_policy(policy)
+
+
+class MixedPrecision:
+    """Mixed-precision training of `model` with `optimizer` on a backend.
+
+    loss_scale: 'dynamic' | 'static' | 'none' | a number | a LossScaler | None (the policy's default: dynamic
+    for fp16/fp8 gradients, none for bf16). master_weights: keep fp32 copies of fp16/bf16 parameters.
+    state_formats: storage formats of gradients and optimizer state (mpx.LEAN_ADAM is the 12 bytes/param recipe).
+    The optimizer is changed in place: its param groups hold the masters.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        backend: str | Backend = "cpu",
+        policy: str | Policy = "bf16-mixed",
+        loss_scale: Any = None,
+        *,
+        master_weights: bool = True,
+        state_formats: StateFormats = FP32_STATE,
+        process_group: Any = None,
+    ) -> None:
+        self.backend = _resolve_backend(backend)
+        self.policy = make_policy(policy)
+        MasterWeights.validate(model, optimizer)
+        _check_policy(self.backend, self.policy)
+        if loss_scale is None and self.policy.default_loss_scale == "none" and self.policy.is_mixed:
+            logger.info("mpx: %s trains without loss scaling (bf16 has fp32's range)", self.policy)
+        self.scaler: LossScaler = make_scaler(loss_scale, self.policy.default_loss_scale, self.backend.device)
+        low_params = self.policy.params != FP32 or any(
+            p.dtype != torch.float32 for g in optimizer.param_groups for p in g["params"]
+        )
+        if low_params and not master_weights and not has_own_update(optimizer):
+            raise OptimizerError(
+                f"{type(optimizer).__name__} would step fp16/bf16 parameters with low-precision gradients, a path "
+                "that needs fp32: keep master_weights=True, or use SGD/Adam/AdamW, which mpx updates in fp32"
+            )
+        self.model, self.optimizer, self.state_formats = model, optimizer, state_formats
+        self.process_group = process_group
+        if self.policy.params != FP32:
+            model.to(self.policy.params.torch_dtype)
+        self.master_weights = MasterWeights(optimizer, enabled=master_weights)
+        self.master_weights.install()
+        self._grad_buffers: dict[torch.nn.Parameter, torch.Tensor | None] = {}
+        if state_formats.grads != FP32:
+            for param, target in self.master_weights.pairs:
+                if target is param and param.dtype == torch.float32:
+                    self._grad_buffers[param] = None
+                    param.register_post_accumulate_grad_hook(self._move_grad_to_buffer)
+        self.saturation_limit = self.policy.backward.max if self.backend.overflow == "saturate" else None
+        self.skipped_steps = torch.zeros((), dtype=torch.int64, device=self.backend.device)
+        self._unscaled: dict[torch.Tensor, torch.Tensor] | None = None
+        self._found_inf: torch.Tensor | None = None
+        self._last: StepResult | None = None
+
+    def _move_grad_to_buffer(self, param: torch.Tensor) -> None:
+        buffer = self._grad_buffers[param]
+        if buffer is None:
+            self._grad_buffers[param] = param.grad.to(self.state_formats.grads.torch_dtype)
+        else:
+            buffer.add_(param.grad)
+        param.grad = None
+
+    def autocast(self) -> AbstractContextManager[None]:
+        """Run the forward pass in the policy's compute format on this backend."""
+        return self.backend.autocast(self.policy)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """(loss * scale).backward(); call once per micro-batch to accumulate gradients."""
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise TrainingInputError("backward needs the scalar loss tensor (reduce it with .mean() or .sum() first)")
+        if not loss.requires_grad:
+            raise TrainingInputError("the loss does not require grad: compute it from the model's output")
+        self._unscaled = None
+        self.scaler.scale(loss.float()).backward()
+
+    def _gradients(self) -> dict[torch.Tensor, torch.Tensor]:
+        """fp32 gradients keyed by the tensor the optimizer updates (fp32 copies of low-precision ones)."""
+        grads: dict[torch.Tensor, torch.Tensor] = {}
+        for param, target in self.master_weights.pairs:
+            grad = self._grad_buffers.get(param) if param in self._grad_buffers else param.grad
+            if grad is None:
+                continue
+            grads[target] = grad.float()
+        return grads
+
+    def unscale_(self) -> torch.Tensor:
+        """Divide this step's gradients by the scale (once) and return found_inf (device, 1.0 on overflow)."""
+        if self._unscaled is None or self._found_inf is None:
+            grads = self._gradients()
+            found_inf = self.scaler.unscale_(list(grads.values()), self.saturation_limit)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(found_inf, op=torch.distributed.ReduceOp.MAX, group=self.process_group)
+            self._unscaled, self._found_inf = grads, found_inf
+        return self._found_inf
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+        """Clip the unscaled gradients to `max_norm`; returns the total norm (a device tensor)."""
+        self.unscale_()
+        assert self._unscaled is not None
+        grads = list(self._unscaled.values())
+        total = torch.nn.utils.get_total_norm(grads, norm_type)
+        coefficient = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        if grads:
+            torch._foreach_mul_(grads, coefficient.to(grads[0].device))
+        return total
+
+    def step(self) -> StepResult:
+        """Unscale, check overflow, masked optimizer update, cast back, update the scale: no host sync."""
+        found_inf = self.unscale_()
+        assert self._unscaled is not None
+        skip = found_inf.reshape(()) > 0
+        scale = self.scaler.loss_scale.clone()
+        masked_step(self.optimizer, self._unscaled, skip, self.state_formats)
+        self.master_weights.copy_to_model()
+        self.scaler.update(found_inf)
+        self.skipped_steps += skip
+        for master in self.master_weights.masters:
+            master.grad = None
+        self._unscaled, self._found_inf = None, None
+        self._last = StepResult(skip, scale)
+        return self._last
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.model.zero_grad(set_to_none=set_to_none)
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+        for param in self._grad_buffers:
+            self._grad_buffers[param] = None
+        self._unscaled, self._found_inf = None, None
+
+    def scheduler_step(self, scheduler: Any) -> bool:
+        """Advance an LR scheduler unless the last step was skipped.
+
+        Schedulers count steps on the host, so this reads the skip flag (one host sync, outside step());
+        returns whether it advanced.
+        """
+        if self._last is None or not self._last.was_skipped:
+            if self._last is not None:  # mpx stepped the optimizer itself: tell torch's "step before scheduler" check
+                self.optimizer._opt_called = True
+            scheduler.step()
+            return True
+        return False
+
+    def memory_tensors(self) -> Iterator[torch.Tensor]:
+        """Tensors this trainer owns beyond the model and optimizer: masters and gradient buffers."""
+        yield from self.master_weights.masters
+        yield from (b for b in self._grad_buffers.values() if b is not None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Scaler, masters, optimizer and the skipped-steps counter (reading the scaler syncs)."""
+        return {
+            "policy": str(self.policy),
+            "scaler": self.scaler.state_dict(),
+            "masters": [m.detach().clone() for m in self.master_weights.masters],
+            "optimizer": self.optimizer.state_dict(),
+            "skipped_steps": self.skipped_steps.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict() saved; checks shapes first, so a mismatch changes nothing."""
+        missing = [k for k in ("scaler", "masters", "optimizer", "skipped_steps") if k not in state]
+        if missing:
+            raise MasterWeightError(f"not a MixedPrecision state_dict: lacks {', '.join(missing)}")
+        masters = self.master_weights.masters
+        if len(state["masters"]) != len(masters) or any(
+            a.shape != b.shape for a, b in zip(state["masters"], masters, strict=True)
+        ):
+            raise MasterWeightError("the saved master weights do not match this model's low-precision parameters")
+        self.scaler.load_state_dict(state["scaler"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        with torch.no_grad():
+            for master, saved in zip(masters, state["masters"], strict=True):
+                master.copy_(saved)
+            for params_state in self.optimizer.state.values():
+                for key, value in params_state.items():
+                    if key in self.state_formats.state and isinstance(value, torch.Tensor):
+                        params_state[key] = value.to(self.state_formats.for_key(key).torch_dtype)
+        self.master_weights.copy_to_model()
+        self.skipped_steps.copy_(state["skipped_steps"])
