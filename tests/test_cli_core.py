@@ -93,7 +93,7 @@ def test_formats_table_shows_each_format(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["formats"]) == 0
     output = capsys.readouterr().out
     assert "65504" in row(output, "fp16")
-    assert "448" in row(output, "fp8_e4m3") and "False" in row(output, "fp8_e4m3")
+    assert "448" in row(output, "fp8_e4m3") and "NaN (no inf)" in row(output, "fp8_e4m3")
     assert "57344" in row(output, "fp8_e5m2")
 
 
@@ -146,3 +146,10 @@ def test_selecting_cpu_imports_no_onnxruntime() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_the_readme_carries_the_formats_table_that_mpx_formats_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["formats", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert table in readme, "paste `mpx formats --markdown` into the README's formats section"

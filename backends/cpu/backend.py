@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -55,7 +55,10 @@ class CpuBackend(TrainingBackend):
         dtype = compute_dtype(op)
         values = tuple(_load(t, dtype) for t in inputs)
         values = flush_inputs(op, fmt, values, self.subnormals)
-        if pass_ == "forward":
+        results = self._run_protocol_op(op, fmt, values) if pass_ == "forward" else None
+        if results is not None:  # a precision op: computed by the training protocol, as MixedPrecision runs it
+            pass
+        elif pass_ == "forward":
             with torch.no_grad():
                 results = op.reference(*values, **op.attrs)
         else:
@@ -70,6 +73,18 @@ class CpuBackend(TrainingBackend):
     def _store(self, result: torch.Tensor, fmt: Format) -> torch.Tensor:
         rounded = fmt.round(result, overflow=self.overflow, subnormals=self.subnormals)
         return rounded.to(fmt.torch_dtype)
+
+    @override
+    @torch.no_grad()
+    def cast_back(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Round masters into the parameters' formats under this backend's overflow and subnormal rules."""
+        if self.overflow == "inf" and self.subnormals == "keep":  # torch's own cast rounds exactly so
+            super().cast_back(pairs)
+            return
+        for param, master in pairs:
+            if master is not param:
+                fmt = format_of(param.dtype)
+                param.copy_(fmt.round(master.float(), overflow=self.overflow, subnormals=self.subnormals))
 
     @override
     def check_policy(self, policy: Policy) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, final
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
 
 import torch
 
@@ -16,6 +16,9 @@ from mpx.formats import format as lookup_format
 from mpx.ops.spec import OpSpec, Pass
 from mpx.policy import Policy, gemm_output_format
 from mpx.policy import policy as lookup_policy
+
+if TYPE_CHECKING:
+    from mpx.training.state_formats import StateFormats
 
 SupportStatus = Literal["native", "upcast", "fallback", "decomposed", "unsupported"]
 Shapes = tuple[tuple[int, ...], ...]
@@ -143,7 +146,10 @@ class Backend:
 class TrainingBackend(Backend):
     """A backend that also trains torch models: the training protocol `MixedPrecision` calls.
 
-    The defaults are plain torch on `self.device`; a backend overrides only what its device does differently.
+    autocast, unscale_and_check_, masked_step and cast_back are the whole protocol; the conformance cases of
+    the precision ops (unscale, nonfinite_check, sgd/adam_master_update, cast_back) call the same methods
+    (`_run_protocol_op`), so what is certified is what trains. The defaults are plain torch on `self.device`;
+    a backend overrides only what its device does differently.
     """
 
     def check_policy(self, policy: Policy) -> None:
@@ -162,6 +168,48 @@ class TrainingBackend(Backend):
         device_type = torch.device(self.device).type
         with torch.autocast(device_type, dtype=gemm_output_format(policy.compute).torch_dtype):
             yield
+
+    def saturation_limit(self, fmt: Format) -> float | None:
+        """The magnitude at which `fmt` values count as overflowed here: its max where overflow saturates."""
+        return fmt.max if self.overflow == "saturate" else None
+
+    def unscale_and_check_(
+        self,
+        grads: Sequence[torch.Tensor],
+        found_inf: torch.Tensor,
+        inv_scale: torch.Tensor,
+        saturation_limit: float | None = None,
+    ) -> torch.Tensor:
+        """Multiply fp32 `grads` in place by `inv_scale`; set `found_inf` to 1.0 on inf/NaN (or saturation)."""
+        from mpx.training.overflow import unscale_and_check_
+
+        return unscale_and_check_(grads, found_inf, inv_scale, saturation_limit)
+
+    def masked_step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        grads: Mapping[torch.Tensor, torch.Tensor],
+        skip: torch.Tensor,
+        state_formats: StateFormats | None = None,
+    ) -> None:
+        """Step `optimizer` with `grads` (keyed by the tensors it updates) unless the 0-d bool `skip` is set."""
+        from mpx.training.optimizer_step import masked_step
+        from mpx.training.state_formats import FP32_STATE
+
+        masked_step(optimizer, dict(grads), skip, state_formats or FP32_STATE)
+
+    @torch.no_grad()
+    def cast_back(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Round each fp32 master into its model parameter (nearest-even; overflow -> inf)."""
+        for param, master in pairs:
+            if master is not param:
+                param.copy_(master)
+
+    def _run_protocol_op(self, op: OpSpec, fmt: Format, values: Tensors) -> Tensors | None:
+        """A precision op computed by this backend's protocol methods (None: the op is not one of them)."""
+        from mpx.training.protocol_ops import run_protocol_op
+
+        return run_protocol_op(self, op, fmt, values)
 
 
 def _as_op(op: object) -> OpSpec:

@@ -1,8 +1,10 @@
 """Optimizer steps masked by a device flag: a skipped step changes nothing, and nothing is read to the host.
 
-SGD, Adam and AdamW get their own update here (fp32 arithmetic, state stored in chosen formats, under
-torch.optim's state keys so optimizer.state_dict() still works). Any other optimizer runs its own step
-between a snapshot and a torch.where restore.
+Where the optimizer steps fp32 tensors with fp32 state, torch's own update runs, so every non-skipped step
+is bit-identical to plain torch: a fused optimizer's kernel takes found_inf itself; any other optimizer runs
+its own step between a snapshot and a torch.where restore. mpx's own fp32 update of SGD, Adam and AdamW is
+kept only for what torch's kernels cannot do: optimizer state stored in fp16/bf16 (mpx.LEAN_ADAM) and
+fp16/bf16 parameters stepped without fp32 masters.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import warnings
 
 import torch
 
+from mpx.formats import FP32
 from mpx.training.fused_step import fused_step, supports_fused_step
 from mpx.training.state_formats import StateFormats
+
+_STATE_KEYS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
 
 
 def _write(target: torch.Tensor, skip: torch.Tensor, new: torch.Tensor) -> None:
@@ -21,6 +26,11 @@ def _write(target: torch.Tensor, skip: torch.Tensor, new: torch.Tensor) -> None:
         torch.where(skip, target, new, out=target)
     else:
         target.copy_(torch.where(skip, target, new))
+
+
+def _restore(target: torch.Tensor, skip: torch.Tensor, saved: torch.Tensor) -> None:
+    """target <- saved where skip, else target unchanged (same dtype: bit for bit)."""
+    torch.where(skip, saved, target, out=target)
 
 
 def _state_tensor(state: dict, key: str, like: torch.Tensor, formats: StateFormats) -> torch.Tensor:
@@ -37,11 +47,6 @@ def _per_tensor(factor: float | torch.Tensor, count: int) -> float | list[torch.
     return [factor] * count if isinstance(factor, torch.Tensor) else factor
 
 
-def _fused_kernel_fits(*tensor_lists: list[torch.Tensor]) -> bool:
-    """fp32 parameters and state on a device torch has fused Adam kernels for."""
-    return all(t.dtype == torch.float32 and t.device.type in ("cpu", "cuda") for ts in tensor_lists for t in ts)
-
-
 def _adam(
     group: dict,
     states: list[dict],
@@ -51,7 +56,10 @@ def _adam(
     formats: StateFormats,
     decoupled: bool,
 ) -> None:
-    """torch.optim.Adam/AdamW's update for one param group, as foreach ops in fp32, written where not skipped."""
+    """torch.optim.Adam/AdamW's update for one param group, as foreach ops in fp32, written where not skipped.
+
+    Only for reduced-precision state or parameters, which torch's kernels cannot update in fp32.
+    """
     beta1, beta2 = group["betas"]
     lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
     for state, param in zip(states, params, strict=True):
@@ -62,27 +70,6 @@ def _adam(
     exp_avg_sqs = [_state_tensor(state, "exp_avg_sq", p, formats) for state, p in zip(states, params, strict=True)]
     new_steps = torch._foreach_add(steps, 1)
     torch._foreach_add_(steps, [(~skip).float()] * len(steps))  # adds exactly 1.0 or 0.0 (a tensor list: no sync)
-    if _fused_kernel_fits(params, exp_avgs, exp_avg_sqs):
-        # torch's own fused kernel: reads found_inf on the device, returns early when it is set
-        kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-        kernel(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            [],
-            steps,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=weight_decay,
-            eps=eps,
-            amsgrad=False,
-            maximize=group.get("maximize", False),
-            grad_scale=None,
-            found_inf=skip.float(),
-        )
-        return
     g = torch._foreach_neg(grads) if group.get("maximize", False) else grads
     p32 = [p.float() for p in params]
     if weight_decay and decoupled:
@@ -151,12 +138,12 @@ def masked_step(
     formats: StateFormats,
 ) -> None:
     """Step `optimizer` with fp32 `grads` (keyed by the tensors it optimizes) unless the 0-d bool `skip` is set."""
-    kind = _own_update(optimizer)
-    if kind is None:
-        _generic_step(optimizer, grads, skip)
-        return
-    if kind != "sgd" and _fused_fits(optimizer, grads, formats):
+    if _fused_fits(optimizer, grads, formats):
         _fused_step(optimizer, grads, skip)
+        return
+    kind = _own_update(optimizer)
+    if kind is None or not _needs_own_update(kind, grads, formats):
+        _generic_step(optimizer, grads, skip)
         return
     with torch.no_grad():
         for group in optimizer.param_groups:
@@ -169,10 +156,15 @@ def masked_step(
                 _adam(group, states, params, [grads[p] for p in params], skip, formats, decoupled=kind == "adamw")
 
 
+def _needs_own_update(kind: str, grads: dict[torch.Tensor, torch.Tensor], formats: StateFormats) -> bool:
+    """Reduced-precision state or parameters: torch's step would do its arithmetic in that format."""
+    return any(formats.for_key(k) != FP32 for k in _STATE_KEYS[kind]) or any(p.dtype != torch.float32 for p in grads)
+
+
 def _fused_fits(
     optimizer: torch.optim.Optimizer, grads: dict[torch.Tensor, torch.Tensor], formats: StateFormats
 ) -> bool:
-    """torch's fused Adam/AdamW takes found_inf itself when everything it steps is fp32 with fp32 state."""
+    """torch's fused kernels take found_inf themselves when everything they step is fp32 with fp32 state."""
     return supports_fused_step(optimizer) and not formats.state and all(p.dtype == torch.float32 for p in grads)
 
 
@@ -183,14 +175,22 @@ def _fused_step(optimizer: torch.optim.Optimizer, grads: dict[torch.Tensor, torc
     fused_step(optimizer, None, skip)
 
 
+def _on(flag: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The flag on `device`: a copy only for state torch keeps elsewhere (a non-capturable CUDA step count: a sync)."""
+    return flag if flag.device == device else flag.to(device)
+
+
 def _generic_step(
     optimizer: torch.optim.Optimizer, grads: dict[torch.Tensor, torch.Tensor], skip: torch.Tensor
 ) -> None:
-    """Run the optimizer's own step, then restore everything it touched where `skip` is set."""
+    """Run the optimizer's own step, then restore everything it touched where `skip` is set.
+
+    Where `skip` is not set, torch.where keeps the step's result bit for bit: plain torch's numbers.
+    """
     for param, grad in grads.items():
-        param.grad = grad.to(param.dtype)
+        param.grad = grad if grad.dtype == param.dtype else grad.to(param.dtype)
     states = optimizer.state
-    if any(not isinstance(v, torch.Tensor) for s in states.values() for v in s.values()):
+    if any(not isinstance(v, torch.Tensor | None) for s in states.values() for v in s.values()):
         warnings.warn(
             f"{type(optimizer).__name__} keeps non-tensor state: mpx reads the skip flag on the host to mask its step",
             stacklevel=3,
@@ -201,15 +201,18 @@ def _generic_step(
     with torch.no_grad():
         params = [p for g in optimizer.param_groups for p in g["params"] if p in grads]
         saved_params = [p.clone() for p in params]
-        saved_state = {p: {k: v.clone() for k, v in states[p].items()} for p in params if p in states}
+        saved_state = {
+            p: {k: v.clone() for k, v in states[p].items() if isinstance(v, torch.Tensor)} for p in params if p in states
+        }
         optimizer.step()
         for param, saved in zip(params, saved_params, strict=True):
-            param.copy_(torch.where(skip, saved, param))
+            _restore(param, _on(skip, param.device), saved)
         for param in params:
             before = saved_state.get(param, {})
             for key, value in states[param].items():
                 if isinstance(value, torch.Tensor):
-                    value.copy_(torch.where(skip, before[key] if key in before else torch.zeros_like(value), value))
+                    old = before[key] if key in before else torch.zeros_like(value)
+                    _restore(value, _on(skip, value.device), old)
 
 
 def has_own_update(optimizer: torch.optim.Optimizer) -> bool:
