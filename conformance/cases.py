@@ -14,6 +14,8 @@ from mpx.ops.spec import INPUT_CLASSES, OpSpec
 PASSES = ("forward", "backward")
 SEMANTICS = "semantics"  # the pseudo-op of the cases that measure overflow and subnormal handling
 SEMANTIC_PROPERTIES = ("overflow", "subnormals")
+MODEL = "model"  # the pseudo-op of the model-level cases (models.py): model/<name>/<format>/<training|inference>
+MODEL_PASSES = ("training", "inference")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Case:
     def id(self) -> str:
         if self.op == SEMANTICS:
             return f"{SEMANTICS}/{self.format}/{self.input_class}"
+        if self.is_model:
+            return f"{self.op}/{self.format}/{self.pass_}"
         return f"{self.op}/{self.format}/{self.pass_}/{self.input_class}"
 
     @property
@@ -39,6 +43,10 @@ class Case:
     @property
     def is_semantics(self) -> bool:
         return self.op == SEMANTICS
+
+    @property
+    def is_model(self) -> bool:
+        return self.op.startswith(f"{MODEL}/")
 
 
 def op_cases(op: OpSpec, formats: Iterable[Format] = FORMATS) -> list[Case]:
@@ -53,6 +61,20 @@ def op_cases(op: OpSpec, formats: Iterable[Format] = FORMATS) -> list[Case]:
     ]
 
 
+def model_case(name: str, fmt: str, pass_: str) -> Case:
+    """The case of one model in one format column, training or inference."""
+    return Case(f"{MODEL}/{name}", fmt, pass_, MODEL)
+
+
+def model_cases(formats: Iterable[str], names: Iterable[str] = ()) -> list[Case]:
+    """Every model case of `names` (all models of the zoo when empty) in the given format columns."""
+    from .model_zoo import MODELS
+    from .scenarios import COLUMN_POLICY
+
+    columns = [f for f in formats if f in COLUMN_POLICY]
+    return [model_case(n, f, p) for n in (names or MODELS) for f in columns for p in MODEL_PASSES]
+
+
 def semantic_cases(formats: Iterable[Format] = FORMATS) -> list[Case]:
     """One overflow and one subnormal case per format."""
     return [Case(SEMANTICS, fmt.name, "forward", prop) for fmt in formats for prop in SEMANTIC_PROPERTIES]
@@ -63,15 +85,20 @@ def generate(
     ops: Sequence[str] = (),
     case_ids: Sequence[str] = (),
 ) -> list[Case]:
-    """The cases selected by format, op name and case id (empty selections select everything)."""
+    """The cases selected by format, op name and case id (empty selections select everything).
+
+    The pseudo-ops 'semantics' and 'model' select the semantics measurements and the model-level cases.
+    """
     known_ops = {op.name: op for op in all_ops()}
-    unknown = [name for name in ops if name not in known_ops and name != SEMANTICS]
+    unknown = [name for name in ops if name not in known_ops and name not in (SEMANTICS, MODEL)]
     if unknown:
-        raise ConformanceError(unknown_name_message("op", unknown[0], [*known_ops, SEMANTICS]))
+        raise ConformanceError(unknown_name_message("op", unknown[0], [*known_ops, SEMANTICS, MODEL]))
     chosen = [known_ops[name] for name in known_ops if not ops or name in ops]
     cases = [case for op in chosen for case in op_cases(op, formats)]
     if not ops or SEMANTICS in ops:
         cases += semantic_cases(formats)
+    if not ops or MODEL in ops:
+        cases += model_cases(f.name for f in formats)
     if case_ids:
         by_id = {case.id: case for case in cases}
         for case_id in case_ids:
@@ -86,17 +113,20 @@ def parse_case_id(case_id: str) -> Case:
     parts = case_id.split("/")
     if len(parts) == 3 and parts[0] == SEMANTICS and parts[2] in SEMANTIC_PROPERTIES:
         return Case(SEMANTICS, parts[1], "forward", parts[2])
+    if len(parts) == 4 and parts[0] == MODEL and parts[3] in ("training", "inference"):
+        return Case(f"{MODEL}/{parts[1]}", parts[2], parts[3], MODEL)
     if len(parts) == 4 and parts[2] in PASSES and parts[3] in INPUT_CLASSES:
         return Case(*parts)
     raise ConformanceError(
         f"bad case id {case_id!r}: write op/format/pass/input-class (e.g. 'matmul/bf16/backward/long-reduction') "
-        f"or semantics/format/{'|'.join(SEMANTIC_PROPERTIES)}"
+        f"or semantics/format/{'|'.join(SEMANTIC_PROPERTIES)} or model/name/format/training|inference"
     )
 
 
 def _unknown_case_message(case_id: str, ops: Iterable[OpSpec]) -> str:
     parse_case_id(case_id)  # a malformed id gets the message that shows the shape
     every = {c.id for op in ops for c in op_cases(op)} | {c.id for c in semantic_cases()}
+    every |= {c.id for c in model_cases(f.name for f in FORMATS)}
     if case_id in every:
         return f"case {case_id!r} is excluded by the --op/--format selection; drop those options to run it"
     import difflib

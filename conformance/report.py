@@ -13,6 +13,7 @@ from mpx.errors import ConformanceError
 from .status import STATUSES, Status
 
 SCHEMA = "mpx-conformance/1"
+MODEL_FIELDS = ("model", "curve", "fp32_curve", "skipped_steps")
 SEVERITY = {status.value: status.severity for status in Status}  # the 0.1 name; use Status.severity
 
 
@@ -31,6 +32,10 @@ class CaseResult:
     time_s: float = 0.0
     support: str = ""
     measured: str = ""
+    model: str = ""  # model cases only (models.py): the model, both loss curves and the skipped steps
+    curve: tuple[float, ...] = ()
+    fp32_curve: tuple[float, ...] = ()
+    skipped_steps: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -45,12 +50,20 @@ class CaseResult:
         data["pass"] = data.pop("pass_")
         error = self.max_error_ulp
         data["max_error_ulp"] = error if error is not None and math.isfinite(error) else None
+        if not self.model:  # op and semantics cases keep the 0.1 shape
+            for key in MODEL_FIELDS:
+                del data[key]
+        else:  # NaN is not JSON: a diverged step's loss is null
+            for key in ("curve", "fp32_curve"):
+                data[key] = [v if math.isfinite(v) else None for v in data[key]]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaseResult:
         data = dict(data)
         data["pass_"] = data.pop("pass")
+        for key in ("curve", "fp32_curve"):
+            data[key] = tuple(math.nan if v is None else float(v) for v in data.get(key) or ())
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -1,5 +1,9 @@
 """Scenario roll-up: is a backend ready for a scenario in a format column, how far, and what is missing.
 
+A column's requirements are its op requirements (scenarios/*.toml `requires`) and its model-level cases
+(`models`: model/<model>/<format>/<training|inference> must pass; the semantics measurements are op cases of
+their own and are required where a manifest names them).
+
 A requirement (op, format, pass) is met when every case of it passes -- natively or through a declared
 decomposition. `upcast` and `fallback` cases run with the right numbers but not in the asked format or not on
 the device, so they do not make a scenario ready; they count in `runs` (the share of requirements that at
@@ -17,6 +21,10 @@ from .report import CaseResult, Missing, ScenarioResult
 from .scenarios import Requirement, Scenario
 from .status import Status, worst
 
+_MODEL_WHY = {
+    "training": "the model trains through MixedPrecision as close to fp32 as the format allows",
+    "inference": "the model's outputs stay within the format's rounding bound of float64",
+}
 RUNS: tuple[Status, ...] = tuple(status for status in Status if status.runs)  # the 0.1 name; use Status.runs
 
 
@@ -24,10 +32,15 @@ def roll_up(
     scenarios: Sequence[Scenario], cases: Iterable[CaseResult], formats: Sequence[str] | None = None
 ) -> list[ScenarioResult]:
     """One ScenarioResult per scenario x format column (columns restricted to `formats` when given)."""
+    from .model_zoo import MODELS
+
+    known_models = {f"model/{name}" for name in MODELS}
     by_key: dict[tuple[str, str, str], list[CaseResult]] = defaultdict(list)
     for case in cases:
         by_key[(case.op, case.format, case.pass_)].append(case)
-    known_ops = {op.name for op in all_ops()}
+        if case.model:
+            known_models.add(case.op)
+    known_ops = {op.name for op in all_ops()} | known_models
     results = []
     for scenario in scenarios:
         for column in scenario.formats:
@@ -42,6 +55,10 @@ def _column(
 ) -> ScenarioResult:
     column_policy = scenario.policy_for(column)
     requirements = list(dict.fromkeys((r, r.resolve(column_policy).name) for r in scenario.requires))
+    requirements += [
+        (Requirement(f"model/{name}", scenario.model_case, "compute", _MODEL_WHY[scenario.model_case]), column)
+        for name in scenario.models
+    ]
     missing, met, runs = [], 0, 0
     for requirement, fmt in requirements:
         cases = by_key.get((requirement.op, fmt, requirement.pass_), [])
@@ -70,6 +87,8 @@ def _unmet_reason(requirement: Requirement, fmt: str, cases: list[CaseResult], k
     """None when the requirement is met, else why not (the worst case speaks for it)."""
     if requirement.op not in known_ops:
         return f"op {requirement.op!r} is not in the op registry"
+    if not cases and requirement.op.startswith("model/"):
+        return f"no {requirement.op}/{fmt}/{requirement.pass_} case was run in this report"
     if not cases:
         return f"no {requirement.op} {fmt} {requirement.pass_} case was run in this report"
     if all(c.status.passes for c in cases):

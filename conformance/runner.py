@@ -31,6 +31,7 @@ class ReferenceCache:
     def __init__(self) -> None:
         self._prepared: dict[str, Any] = {}
         self._expected: dict[tuple[str, str, str], tuple[torch.Tensor, ...]] = {}
+        self.models: dict[Any, Any] = {}  # fp32 loss curves and float64 outputs of the model cases
 
     def prepared(self, case: Case) -> Any:
         if case.id not in self._prepared:
@@ -54,6 +55,10 @@ def run_case(backend: Backend, case: Case, cache: ReferenceCache | None = None) 
 
         return run_semantic_case(backend, case)
     cache = cache or ReferenceCache()
+    if case.is_model:
+        from .models import run_model_case
+
+        return run_model_case(backend, case, cache.models)
     start = time.perf_counter()
 
     def result(status: Status, detail: str = "", error: float | None = None, support: str = "") -> CaseResult:

@@ -54,6 +54,13 @@ class Scenario:
     formats: tuple[str, ...]
     requires: tuple[Requirement, ...]
     source: str = ""
+    models: tuple[str, ...] = ()  # model-level cases (models.py) a column needs to pass, of kind `model_case`
+    model_case: str = "training"
+
+    @property
+    def model_case_ids(self) -> dict[str, tuple[str, ...]]:
+        """Per format column, the ids of the model cases it needs."""
+        return {f: tuple(f"model/{m}/{f}/{self.model_case}" for m in self.models) for f in self.formats}
 
     def policy_for(self, column: str) -> Policy:
         return policy(COLUMN_POLICY[column])
@@ -84,7 +91,26 @@ def load_scenario(path: Path) -> Scenario:
         if role not in ROLES:
             raise ConformanceError(f"{where}: format role {role!r} must be one of {', '.join(ROLES)}")
         requires.append(Requirement(entry["op"], pass_, role, entry.get("why", "")))
-    return Scenario(name, data.get("description", ""), formats, tuple(requires), str(path))
+    models, model_case = _models(data, path)
+    return Scenario(name, data.get("description", ""), formats, tuple(requires), str(path), models, model_case)
+
+
+def _models(data: dict, path: Path) -> tuple[tuple[str, ...], str]:
+    """The `models` list and `model_case` kind of a manifest, checked against the model zoo."""
+    from mpx.errors import unknown_name_message
+
+    from .model_zoo import MODELS
+
+    models = data.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise ConformanceError(f"scenario manifest {path}: models must be a list of names, e.g. ['mlp', 'cnn']")
+    for name in models:
+        if name not in MODELS:
+            raise ConformanceError(f"scenario manifest {path}: " + unknown_name_message("model", name, MODELS))
+    kind = data.get("model_case", "training")
+    if kind not in ("training", "inference"):
+        raise ConformanceError(f"scenario manifest {path}: model_case {kind!r} must be 'training' or 'inference'")
+    return tuple(models), kind
 
 
 def load_scenarios(directory: Path = SCENARIO_DIR) -> dict[str, Scenario]:

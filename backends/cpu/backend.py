@@ -11,6 +11,7 @@ from typing_extensions import override
 
 from mpx.errors import OpError
 from mpx.formats import FORMATS, Format, Overflow, Subnormals
+from mpx.formats import format as format_of
 from mpx.ops.definitions.elementwise import ELEMENTWISE_OPS
 from mpx.ops.reference import flush, flush_inputs, result_formats, vjp
 from mpx.ops.spec import OpSpec, Pass
@@ -51,17 +52,18 @@ class CpuBackend(TrainingBackend):
 
     @override
     def _run(self, op: OpSpec, fmt: Format, inputs: Tensors, pass_: Pass, grad_outputs: Tensors | None) -> Tensors:
-        """Forward: the op's outputs in their formats. Backward: gradients of the differentiable args."""
+        """Forward: the op's outputs in their formats (precision ops through the training protocol).
+
+        Backward: gradients of the differentiable args.
+        """
         dtype = compute_dtype(op)
         values = tuple(_load(t, dtype) for t in inputs)
         values = flush_inputs(op, fmt, values, self.subnormals)
         results = self._run_protocol_op(op, fmt, values) if pass_ == "forward" else None
-        if results is not None:  # a precision op: computed by the training protocol, as MixedPrecision runs it
-            pass
-        elif pass_ == "forward":
+        if results is None and pass_ == "forward":
             with torch.no_grad():
                 results = op.reference(*values, **op.attrs)
-        else:
+        elif results is None:
             assert grad_outputs is not None  # run() checked: one per output
             grads = tuple(
                 flush(_load(g, dtype), f, self.subnormals)

@@ -24,7 +24,8 @@ class CudaBackend(TrainingBackend):
 
     tf32 / reduced_precision_reduction: let fp32 GEMMs use TF32 and fp16/bf16 GEMMs reduce in low
     precision while running ops (off by default, so fp32 means fp32 and GEMMs accumulate in fp32).
-    Training is TrainingBackend's torch.autocast('cuda'); fp8 policies run bf16 outside Fp8Linear layers.
+    Training is TrainingBackend's torch.autocast('cuda') and protocol defaults (torch's fused optimizer kernels
+    take found_inf on the GPU); fp8 policies run bf16 outside Fp8Linear layers.
     """
 
     name = "cuda"
@@ -72,6 +73,12 @@ class CudaBackend(TrainingBackend):
     @override
     def _run(self, op: OpSpec, fmt: Format, inputs: Tensors, pass_: Pass, grad_outputs: Tensors | None) -> Tensors:
         with torch.cuda.device(self.index), strict_numerics(self.tf32, self.reduced_precision_reduction):
+            if pass_ == "forward":  # precision ops: computed by the training protocol, as MixedPrecision runs it
+                on_device = tuple(t.to(self.device) for t in inputs)
+                results = self._run_protocol_op(op, fmt, on_device)
+                if results is not None:
+                    formats = op.output_formats(fmt)
+                    return tuple(r.to(f.torch_dtype).cpu() for r, f in zip(results, formats, strict=True))
             return run_on_device(op, fmt, inputs, pass_, grad_outputs, self.device)
 
     @override

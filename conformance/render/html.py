@@ -6,6 +6,7 @@ from html import escape
 
 from ..report import BackendReport, Report
 from ..status import Status
+from .curves import section as curves_section
 from .grid import cells, columns, format_ulp, problems, readiness, rows
 
 
@@ -23,6 +24,8 @@ th{background:#f2f2f2;position:sticky;top:0} td.op{text-align:left;font-family:m
 .ready{background:#4caf50;color:#fff}.not-ready{background:#ffcdd2}.none{background:#fff}
 .dim{opacity:.15} .meta{color:#666} #filters{margin:10px 0;padding:6px;background:#fafafa;border:1px solid #ddd}
 .legend span{display:inline-block;padding:1px 6px;margin-right:4px}
+figure.curve{display:inline-block;vertical-align:top;width:250px;margin:4px;font-size:11px}
+figure.curve code{font-size:11px}
 """.replace("/* statuses */", "".join(_status_rule(status) for status in Status))
 
 SCRIPT = """
@@ -82,6 +85,8 @@ def render(report: Report) -> str:
         _matrix(report, available, formats),
         "<h2>Failures</h2>",
         _failures(available),
+        "<h2>Model loss curves</h2>",
+        curves_section(available),
         f"<script>{SCRIPT}</script></body></html>",
     ]
     return "\n".join(parts)

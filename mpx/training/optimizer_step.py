@@ -202,7 +202,9 @@ def _generic_step(
         params = [p for g in optimizer.param_groups for p in g["params"] if p in grads]
         saved_params = [p.clone() for p in params]
         saved_state = {
-            p: {k: v.clone() for k, v in states[p].items() if isinstance(v, torch.Tensor)} for p in params if p in states
+            p: {k: v.clone() for k, v in states[p].items() if isinstance(v, torch.Tensor)}
+            for p in params
+            if p in states
         }
         optimizer.step()
         for param, saved in zip(params, saved_params, strict=True):

@@ -7,16 +7,37 @@ pass certifies the code that trains.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 import torch
 
 from mpx.formats import Format
 from mpx.ops.spec import OpSpec
-from mpx.training.state_formats import FP32_STATE
+from mpx.training.state_formats import FP32_STATE, StateFormats
 
-if TYPE_CHECKING:
-    from mpx.plugins.backend import TrainingBackend
+
+class TrainingBackend(Protocol):
+    """The protocol methods of mpx.TrainingBackend these ops call (named here: plugins import training, not back)."""
+
+    def unscale_and_check_(
+        self,
+        grads: Sequence[torch.Tensor],
+        found_inf: torch.Tensor,
+        inv_scale: torch.Tensor,
+        saturation_limit: float | None = None,
+    ) -> torch.Tensor: ...
+
+    def masked_step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        grads: Mapping[torch.Tensor, torch.Tensor],
+        skip: torch.Tensor,
+        state_formats: StateFormats | None = None,
+    ) -> None: ...
+
+    def cast_back(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None: ...
+
 
 PROTOCOL_OPS = frozenset({"unscale", "nonfinite_check", "sgd_master_update", "adam_master_update", "cast_back"})
 Tensors = tuple[torch.Tensor, ...]
@@ -66,7 +87,11 @@ def _adam(backend: TrainingBackend, op: OpSpec, values: Tensors) -> Tensors:
     param = _fp32(master)
     attrs = op.attrs
     optimizer = torch.optim.AdamW(
-        [param], lr=attrs["lr"], betas=(attrs["beta1"], attrs["beta2"]), eps=attrs["eps"], weight_decay=attrs["weight_decay"]
+        [param],
+        lr=attrs["lr"],
+        betas=(attrs["beta1"], attrs["beta2"]),
+        eps=attrs["eps"],
+        weight_decay=attrs["weight_decay"],
     )
     state = optimizer.state[param]
     state["step"] = torch.tensor(float(attrs["step"] - 1), dtype=torch.float32)

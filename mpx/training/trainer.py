@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +22,11 @@ from mpx.formats import FP32
 from mpx.plugins.backend import Backend, TrainingBackend
 from mpx.policy import Policy
 from mpx.policy import policy as make_policy
+from mpx.training.keep_fp32 import ModuleSpec, install_fp32_regions, kept_parameters, resolve_keep_fp32
 from mpx.training.loss_scaling import LossScaler, make_scaler
 from mpx.training.master_weights import MasterWeights
-from mpx.training.optimizer_step import has_own_update, masked_step
+from mpx.training.model_dtypes import apply_params_format, default_loss_scale
+from mpx.training.optimizer_step import has_own_update
 from mpx.training.state_formats import FP32_STATE, StateFormats
 
 logger = logging.getLogger("mpx")
@@ -75,8 +77,12 @@ def _check_policy(backend: TrainingBackend, policy: Policy) -> None:
 class MixedPrecision:
     """Mixed-precision training of `model` with `optimizer` on a backend.
 
-    loss_scale: 'dynamic' | 'static' | 'none' | a number | a LossScaler | None (the policy's default: dynamic
-    for fp16/fp8 gradients, none for bf16). master_weights: keep fp32 copies of fp16/bf16 parameters.
+    loss_scale: 'dynamic' | 'static' | 'none' | a number | a LossScaler | None (what the real gradient dtypes
+    need: dynamic for fp16 parameters or fp16/fp8 compute, none for bf16/fp32). fp16/bf16 policies cast the
+    model's parameters; a .half() model under a params=fp32 policy keeps fp16 parameters with fp32 masters
+    and dynamic scaling, with a logged warning.
+    keep_fp32: module names or types that run in fp32 with fp32 parameters, outside autocast.
+    master_weights: keep fp32 copies of fp16/bf16 parameters.
     state_formats: storage formats of gradients and optimizer state (mpx.LEAN_ADAM is the 12 bytes/param recipe).
     The optimizer is changed in place: its param groups hold the masters.
     """
@@ -92,14 +98,14 @@ class MixedPrecision:
         master_weights: bool = True,
         state_formats: StateFormats = FP32_STATE,
         process_group: Any = None,
+        keep_fp32: Iterable[ModuleSpec] = (),
     ) -> None:
         self.backend = _resolve_backend(backend)
         self.policy = make_policy(policy)
         MasterWeights.validate(model, optimizer)
         _check_policy(self.backend, self.policy)
-        if loss_scale is None and self.policy.default_loss_scale == "none" and self.policy.is_mixed:
-            logger.info("mpx: %s trains without loss scaling (bf16 has fp32's range)", self.policy)
-        self.scaler: LossScaler = make_scaler(loss_scale, self.policy.default_loss_scale, self.backend.device)
+        kept_modules = resolve_keep_fp32(model, keep_fp32)
+        explicit = None if loss_scale is None else make_scaler(loss_scale, "none", self.backend.device)
         low_params = self.policy.params != FP32 or any(
             p.dtype != torch.float32 for g in optimizer.param_groups for p in g["params"]
         )
@@ -110,8 +116,12 @@ class MixedPrecision:
             )
         self.model, self.optimizer, self.state_formats = model, optimizer, state_formats
         self.process_group = process_group
-        if self.policy.params != FP32:
-            model.to(self.policy.params.torch_dtype)
+        apply_params_format(model, self.policy, kept_parameters(kept_modules))
+        default = default_loss_scale(self.policy, model)
+        if explicit is None and default == "none" and self.policy.is_mixed:
+            logger.info("mpx: %s trains without loss scaling (bf16 has fp32's range)", self.policy)
+        self.scaler: LossScaler = explicit if explicit is not None else make_scaler(None, default, self.backend.device)
+        self.fp32_regions = install_fp32_regions(kept_modules, torch.device(self.backend.device).type)
         self.master_weights = MasterWeights(optimizer, enabled=master_weights)
         self.master_weights.install()
         self._grad_buffers: dict[torch.nn.Parameter, torch.Tensor | None] = {}
@@ -120,7 +130,7 @@ class MixedPrecision:
                 if target is param and param.dtype == torch.float32:
                     self._grad_buffers[param] = None
                     param.register_post_accumulate_grad_hook(self._move_grad_to_buffer)
-        self.saturation_limit = self.policy.backward.max if self.backend.overflow == "saturate" else None
+        self.saturation_limit = self.backend.saturation_limit(self.policy.backward)
         self.skipped_steps = torch.zeros((), dtype=torch.int64, device=self.backend.device)
         self._unscaled: dict[torch.Tensor, torch.Tensor] | None = None
         self._found_inf: torch.Tensor | None = None
@@ -161,7 +171,10 @@ class MixedPrecision:
         """Divide this step's gradients by the scale (once) and return found_inf (device, 1.0 on overflow)."""
         if self._unscaled is None or self._found_inf is None:
             grads = self._gradients()
-            found_inf = self.scaler.unscale_(list(grads.values()), self.saturation_limit)
+            scale = self.scaler.loss_scale
+            found_inf = torch.zeros(1, dtype=torch.float32, device=scale.device)
+            inv_scale = torch.reciprocal(scale)
+            self.backend.unscale_and_check_(list(grads.values()), found_inf, inv_scale, self.saturation_limit)
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(found_inf, op=torch.distributed.ReduceOp.MAX, group=self.process_group)
             self._unscaled, self._found_inf = grads, found_inf
@@ -184,8 +197,8 @@ class MixedPrecision:
         assert self._unscaled is not None
         skip = found_inf.reshape(()) > 0
         scale = self.scaler.loss_scale.clone()
-        masked_step(self.optimizer, self._unscaled, skip, self.state_formats)
-        self.master_weights.copy_to_model()
+        self.backend.masked_step(self.optimizer, self._unscaled, skip, self.state_formats)
+        self.backend.cast_back(self.master_weights.pairs)
         self.scaler.update(found_inf)
         self.skipped_steps += skip
         for master in self.master_weights.masters:
@@ -248,5 +261,5 @@ class MixedPrecision:
                 for key, value in params_state.items():
                     if key in self.state_formats.state and isinstance(value, torch.Tensor):
                         params_state[key] = value.to(self.state_formats.for_key(key).torch_dtype)
-        self.master_weights.copy_to_model()
+        self.backend.cast_back(self.master_weights.pairs)
         self.skipped_steps.copy_(state["skipped_steps"])

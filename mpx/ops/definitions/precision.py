@@ -3,7 +3,9 @@
 cast, cast_back, scale (by a power of two) and unscale (an fp32 product of a stored value) are single
 roundings, so they must be exact. The optimizer updates run in fp32 like torch's: their bound is the
 first-order error coefficient of the fp32 update in units of 2**-24 (a few fp32 ULPs of the terms);
-with found_inf set they must return their inputs bit for bit.
+with found_inf set they must return their inputs bit for bit. On a TrainingBackend, unscale, nonfinite_check,
+the master updates and cast_back are computed by the backend's training protocol (mpx.training.protocol_ops):
+the methods MixedPrecision.step calls. The references below are what they are measured against.
 """
 
 from __future__ import annotations
