@@ -153,3 +153,15 @@ def test_fp32_list_ops_stay_fp32():
         outputs = [torch.softmax(x, -1), F.layer_norm(x, (16,)), x.exp(), x.sum(), F.mse_loss(x, x * 2)]
     expected = [torch.softmax(x, -1), F.layer_norm(x, (16,)), x.exp(), x.sum(), F.mse_loss(x, x * 2)]
     assert all(o.dtype == torch.float32 and torch.equal(o, e) for o, e in zip(outputs, expected, strict=True))
+
+
+def test_a_model_stored_in_the_compute_format_stays_in_it_as_under_native_autocast():
+    """bf16-pure: a bf16 Linear fed fp32 data answers in bf16, so the bf16 LayerNorm after it runs (as natively)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2)).bfloat16()
+    x = torch.randn(3, 4)
+    outputs = {}
+    for native in (False, True):
+        with mpx.get_backend("cpu", native=native).autocast("bf16-pure"):
+            outputs[native] = model(x)
+    assert outputs[False].dtype == outputs[True].dtype == torch.bfloat16

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 import mpx
 from mpx.backends.cpu import autocast_lists
+from mpx.backends.cpu.autocast import KERNELS
 
 FP16 = mpx.format("fp16")
 aten = torch.ops.aten
@@ -27,7 +28,26 @@ def test_every_lowp_op_gets_an_mpx_kernel_while_emulating():
     with mpx.get_backend("cpu").autocast("fp16-mixed"):
         missing = [n for n in names if "autocast.py" not in _autocast_cpu_line(n)]
     assert len(names) >= 40 and missing == []
-    assert all("autocast.py" not in _autocast_cpu_line(n) for n in names)  # torch's kernels are back
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_kept_kernels_are_torch_autocast_bit_for_bit_outside_emulation(dtype):
+    """After an emulated autocast mpx's kernels stay registered: a plain torch.autocast runs torch's own."""
+    with mpx.get_backend("cpu").autocast("fp16-mixed"):
+        pass
+    outputs = []
+    for registered in (True, False):
+        KERNELS.register() if registered else KERNELS.unregister()
+        assert ("autocast.py" in _autocast_cpu_line("aten::mm")) == registered
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=dtype):
+            outputs.append([SAMPLES[name]() for name in sorted(SAMPLES)])
+        x, weight = torch.randn(3, 5, requires_grad=True), torch.randn(4, 5, requires_grad=True)
+        with torch.autocast("cpu", dtype=dtype):
+            F.linear(x, weight).float().square().sum().backward()
+        outputs[-1] += [x.grad, weight.grad]
+    KERNELS.register()
+    assert all(o.dtype == t.dtype and torch.equal(o, t) for o, t in zip(*outputs, strict=True))
 
 
 def _autocast_cpu_line(qualified: str) -> str:
