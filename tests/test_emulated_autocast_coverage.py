@@ -128,3 +128,15 @@ def test_every_lowp_op_reachable_from_python_has_a_sample():
     }
     names = {n.removeprefix("aten::") for n in autocast_lists.LOWP}
     assert sorted(names - set(SAMPLES) - internal) == []
+
+
+def test_a_native_autocast_gives_torch_its_kernels_back_when_no_emulation_runs():
+    from mpx.backends.cpu.autocast import KERNELS
+
+    x, w = torch.randn(4, 8), torch.randn(3, 8)
+    with mpx.get_backend("cpu").autocast("fp16-mixed"):
+        torch.nn.functional.linear(x, w)
+    assert KERNELS.library is not None and KERNELS.users == 0
+    with mpx.get_backend("cpu", native=True).autocast("bf16-mixed"):
+        assert KERNELS.library is None  # plain torch kernels: no per-op cost for native mixed precision
+        assert torch.nn.functional.linear(x, w).dtype == torch.bfloat16

@@ -30,7 +30,7 @@ from mpx.formats import BF16, FP16, FP32, Format
 from mpx.policy import Policy, gemm_output_format
 
 from . import rounding_op
-from .autocast_lists import LOWP, present
+from .autocast_lists import LOWP, additive_arguments, present
 
 _AUTOCAST_CPU = torch._C.DispatchKey.AutocastCPU
 _NO_AUTOCAST = torch._C.DispatchKeySet(_AUTOCAST_CPU)
@@ -174,28 +174,8 @@ def _make_kernel(op: torch._ops.OpOverload, torch_kernel: Any) -> Callable[..., 
             out = op(*args, **kwargs)
             return _map(functools.partial(_round_eligible, emulation.round_output, tracing, dtype=dtype), out)
 
-    positions, names = _additive_arguments(op)
+    positions, names = additive_arguments(op)
     return kernel
-
-
-# Inputs added to a GEMM's result rather than multiplied in it, by op: (positions, keyword names)
-_ADDITIVE: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
-    **dict.fromkeys(("addmm", "addbmm", "baddbmm", "addmv", "addr", "_addmm_activation"), ((0,), ("self",))),
-    **dict.fromkeys(
-        ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-         "_convolution", "convolution", "conv_tbc", "cudnn_convolution"),
-        ((2,), ("bias",)),
-    ),
-    **dict.fromkeys(("lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"), ((4, 5), ("b_ih", "b_hh"))),
-    "mkldnn_rnn_layer": ((3, 4), ("weight2", "weight3")),
-    "scaled_dot_product_attention": ((3,), ("attn_mask",)),
-    "_native_multi_head_attention": ((6, 8, 9), ("qkv_bias", "proj_bias", "mask")),
-}  # fmt: skip
-
-
-def _additive_arguments(op: torch._ops.OpOverload) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """Where `op` takes a bias, mask or accumulator: those stay in the GEMM's output format (see _rounders)."""
-    return _ADDITIVE.get(op._schema.name.removeprefix("aten::"), ((), ()))
 
 
 def _round_eligible(
@@ -212,7 +192,28 @@ class _Kernels:
     """Our AutocastCPU kernels: registered at the first emulated autocast, then kept (see the docstring)."""
 
     def __init__(self) -> None:
-        self.lock, self.library = threading.Lock(), None
+        self.lock, self.library, self.users = threading.Lock(), None, 0
+
+    def acquire(self) -> None:
+        """An emulated autocast starts (in any thread): make sure our kernels are in place."""
+        self.register()
+        with self.lock:
+            self.users += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+
+    def release_to_torch(self) -> None:
+        """A native autocast starts: with no emulation running anywhere, torch's kernels come back (~0.03 ms).
+
+        Our registered kernels cost a plain torch.autocast some microseconds per low-precision op even when
+        they only forward to torch's; a process that switches to native mpx does not pay that.
+        """
+        with self.lock:
+            idle = self.users == 0
+        if idle:
+            self.unregister()
 
     def register(self) -> None:
         with self.lock:
@@ -280,14 +281,18 @@ def emulated_autocast(policy: Policy, backend: Any) -> Iterator[None]:  # noqa: 
             yield
         return
     if native:
+        KERNELS.release_to_torch()
         with torch.autocast("cpu", dtype=policy.compute.torch_dtype):
             yield
         return
-    KERNELS.register()
     emulation = _Emulation(policy, getattr(backend, "overflow", "inf"), getattr(backend, "subnormals", "keep"))
     # cache_enabled=False: torch.compile guards on it, so a graph traced under native autocast is not reused here
     marker = torch.autocast(
         "cpu", dtype=policy.compute.torch_dtype if policy.compute == FP16 else torch.bfloat16, cache_enabled=False
     )
-    with _emulating(emulation), marker:
-        yield
+    KERNELS.acquire()
+    try:
+        with _emulating(emulation), marker:
+            yield
+    finally:
+        KERNELS.release()

@@ -85,3 +85,23 @@ def present(names: frozenset[str]) -> list[tuple[str, str]]:
             continue
         found.append((base, overload))
     return found
+
+
+# Inputs added to a GEMM's result rather than multiplied in it, by op: (positions, keyword names)
+_ADDITIVE: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
+    **dict.fromkeys(("addmm", "addbmm", "baddbmm", "addmv", "addr", "_addmm_activation"), ((0,), ("self",))),
+    **dict.fromkeys(
+        ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+         "_convolution", "convolution", "conv_tbc", "cudnn_convolution"),
+        ((2,), ("bias",)),
+    ),
+    **dict.fromkeys(("lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell"), ((4, 5), ("b_ih", "b_hh"))),
+    "mkldnn_rnn_layer": ((3, 4), ("weight2", "weight3")),
+    "scaled_dot_product_attention": ((3,), ("attn_mask",)),
+    "_native_multi_head_attention": ((6, 8, 9), ("qkv_bias", "proj_bias", "mask")),
+}  # fmt: skip
+
+
+def additive_arguments(op: torch._ops.OpOverload) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Where `op` takes a bias, mask or accumulator: the emulation keeps those in the GEMM's output format."""
+    return _ADDITIVE.get(op._schema.name.removeprefix("aten::"), ((), ()))
