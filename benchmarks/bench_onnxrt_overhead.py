@@ -41,8 +41,9 @@ def overhead(backend) -> list[tuple[str, float, float]]:
         backend.run(op, fmt, inputs)
         entry = backend.compiled(op, fmt, "forward", tuple(tuple(t.shape) for t in inputs))
         names, session = entry.input_names, entry.session
+        read = [inputs[i] for i in entry.input_index] if entry.input_index is not None else inputs
 
-        def direct_call(names=names, session=session, inputs=inputs):
+        def direct_call(names=names, session=session, inputs=read):
             # the least a caller of the session itself does with the same tensors: numpy views in, arrays out
             return session.run(None, {name: t.numpy() for name, t in zip(names, inputs, strict=True)})
 

@@ -23,7 +23,7 @@ import onnx
 import torch
 from torch import nn
 
-from mpx.backends.onnxrt.providers import CPU, Options, create_session, session_options
+from mpx.backends.onnxrt.providers import CPU, Options, create_session, session_options, target
 from mpx.errors import PolicyError, unknown_name_message
 from mpx.formats import BF16, FP16, FP32
 from mpx.policy import Policy
@@ -187,7 +187,8 @@ class InferenceReport:
 
 
 def _session(model: onnx.ModelProto, provider: str, options: Options) -> Any:
-    return create_session(model.SerializeToString(), provider, options, session_options(provider))
+    where = target(provider, options)
+    return create_session(model.SerializeToString(), where, session_options(where))
 
 
 def _latency_ms(session: Any, feed: dict[str, np.ndarray], repeats: int) -> float:

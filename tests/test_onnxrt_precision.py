@@ -134,7 +134,7 @@ def test_nonfinite_check_and_unscale_run_the_scaler_protocol_on_the_ep(backend):
 
 def test_measured_semantics_of_the_cpu_ep(backend):
     semantics = backend.describe()["semantics"]
-    assert semantics["fp16"] == {"overflow": "inf", "subnormals": "keep", "probe": "Mul"}
+    assert semantics["fp16"] == {"overflow": "inf", "subnormals": "keep", "probe": "Mul", "fallback": ""}
     assert {s["overflow"] for s in semantics.values()} == {"inf"}
     assert backend.overflow == "inf" and backend.subnormals == "keep"
 

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 import mpx
 from mpx.backends.onnxrt.graph import build_graph
 from mpx.backends.onnxrt.placement import node_events, profile_nodes
+from mpx.backends.onnxrt.providers import Target
 from mpx.ops import all_ops, get_op
 
 FP32, FP16, BF16 = mpx.format("fp32"), mpx.format("fp16"), mpx.format("bf16")
@@ -144,7 +145,7 @@ def test_support_verdicts_and_sessions_are_cached(backend):
 
 def test_profile_names_the_provider_of_every_node():
     built = build_graph(get_op("matmul"), FP16, "forward", [(4, 8), (8, 2)])
-    _, nodes = profile_nodes(built.model, CPU_EP, (), (), allow_fallback=True)
+    _, nodes = profile_nodes(built.model, Target(CPU_EP), (), allow_fallback=True)
     assert {n["provider"] for n in nodes} == {CPU_EP}
     matmul = next(n for n in nodes if n["op"] == "MatMul")
     assert matmul["input_types"] == ["float", "float"]  # the fp16 MatMul ran on fp32 inputs
@@ -173,5 +174,5 @@ def test_profile_based_verdict_sees_the_inserted_casts_too():
 
     fp16 = build_graph(get_op("matmul"), FP16, "forward", [(4, 8), (8, 2)])
     fp32 = build_graph(get_op("matmul"), FP32, "forward", [(4, 8), (8, 2)])
-    assert _from_profile(fp16.model, FP16.onnx_type, CPU_EP, (), ()).status == "upcast"
-    assert _from_profile(fp32.model, FP32.onnx_type, CPU_EP, (), ()).status == "native"
+    assert _from_profile(fp16.model, FP16.onnx_type, Target(CPU_EP), ()).status == "upcast"
+    assert _from_profile(fp32.model, FP32.onnx_type, Target(CPU_EP), ()).status == "native"

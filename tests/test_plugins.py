@@ -177,3 +177,16 @@ def test_a_factory_that_returns_no_backend_is_a_plugin_error(install_plugins: Ca
     install_plugins("duplicate")
     with pytest.raises(mpx.PluginError, match="factory returned NoneType, not an mpx.Backend"):
         mpx.get_backend("goodnpu")
+
+
+def test_details_of_an_available_backend_are_listed_and_a_failing_one_is_said() -> None:
+    from mpx.plugins.manager import BackendRegistry
+
+    registry = BackendRegistry()
+    registry.specs["seen"] = mpx.BackendSpec("seen", factory=object, description="a", details=lambda: "2 NPUs")
+    registry.specs["broken"] = mpx.BackendSpec("broken", factory=object, details=lambda: 1 / 0)
+    registry.sources.update(seen="x:seen", broken="x:broken")
+    described = {e.name: e.description for e in registry.entries()}
+    assert described == {"seen": "a; 2 NPUs", "broken": "details() failed: ZeroDivisionError: division by zero"}
+    with pytest.raises(mpx.PluginError, match="details must be callable"):
+        mpx.BackendSpec("bad", factory=object, details="2 NPUs")

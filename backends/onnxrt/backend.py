@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from mpx.plugins.backend import Backend, Shapes, Support, Tensors
 
 from .graph import BuiltGraph, boundary_dtype, build_graph, output_dtypes
 from .placement import GraphUnsupported, Placement, place
-from .providers import default_provider, normalize_options, probe
+from .providers import default_provider, normalize_options, probe, target
 from .semantics import Semantics, measure, summarize
 from .session_cache import CompiledGraph, SessionCache
 
@@ -32,13 +33,25 @@ class OnnxRuntimeBackend(Backend):
         provider_options: Mapping[str, Any] | None = None,
         session_config: Mapping[str, str] | None = None,
         name: str | None = None,
+        device_type: str | None = None,
+        device_id: int | None = None,
+        ep_libraries: Mapping[str, str] | str | None = None,
     ) -> None:
+        """provider: an EP name (a plugin EP's too); device_type (cpu|gpu|npu) and device_id pick a plugin
+        EP's device; ep_libraries ({EP name: library path} or "name=path,...") registers plugin EP libraries."""
+        from .distributions import conflict
+        from .ep_libraries import parse_libraries, register_all
+
+        register_all(parse_libraries(ep_libraries, "option ep_libraries"))
         self.provider = provider or default_provider()
         self.provider_options = normalize_options(self.provider, provider_options)
         self.session_config = normalize_options("session_config", session_config)
-        reason = probe(self.provider, self.provider_options)
+        reason = probe(self.provider, self.provider_options, device_type, device_id)
         if reason:
             raise BackendUnavailableError(f"onnxrt:{self.provider} cannot start: {reason}")
+        self.target = target(self.provider, self.provider_options, device_type, device_id)
+        if conflict():
+            warnings.warn(conflict(), RuntimeWarning, stacklevel=2)
         self.name = name or (f"onnxrt:{provider}" if provider else "onnxrt")
         self.device = self.provider
         self.formats = FORMATS
@@ -47,15 +60,15 @@ class OnnxRuntimeBackend(Backend):
         self._ops: dict[int, OpSpec] = {}  # every op with cached sessions, held so that its id stays its own
         # (op, format, pass, shapes or None) -> (input shapes, gradient shapes), or why the shapes do not fit
         self._shapes: dict[tuple[Any, ...], tuple[Shapes, Shapes] | Support] = {}
+        self._ready: dict[tuple[Any, ...], CompiledGraph] = {}  # (op id, format, pass, *shapes) -> plain forward graphs
+        self._run_options = _run_options()
 
     # -- measured semantics -------------------------------------------------------------------------
     @property
     def semantics(self) -> dict[str, Semantics]:
         """Overflow and subnormal handling per format, measured once with probe graphs on the EP."""
         if self._semantics is None:
-            self._semantics = {
-                f.name: measure(f, self.provider, self.provider_options, self.session_config) for f in FORMATS
-            }
+            self._semantics = {f.name: measure(f, self.target, self.session_config) for f in FORMATS}
         return self._semantics
 
     @property
@@ -97,41 +110,51 @@ class OnnxRuntimeBackend(Backend):
 
     @override
     def _run(self, op: OpSpec, fmt: Format, inputs: Tensors, pass_: Pass, grad_outputs: Tensors | None) -> Tensors:
-        # the hot path: one dict lookup, zero-copy numpy views in, zero-copy torch views out
-        # ops are keyed by identity: every op that reaches the cache is held in _ops, so ids are not reused
-        op_key = id(op)
-        if pass_ == "backward" and grad_outputs is not None:
-            tensors = (*inputs, *grad_outputs)
-            key = (op_key, fmt.name, pass_, tuple([t.shape for t in inputs]), tuple([g.shape for g in grad_outputs]))
-        else:
-            tensors = inputs
-            key = (op_key, fmt.name, pass_, tuple([t.shape for t in inputs]), ())
-        cache = self.cache
-        entry = cache.entries.get(key)
-        if entry is None:
-            entry = self.compiled(op, fmt, pass_, key[3], key[4])
-        else:
-            cache.hits += 1
-        if entry.plain_inputs:
-            try:
-                arrays = [t.numpy() for t in tensors]
-            except (RuntimeError, TypeError):  # tensors that need grad or live on another device
-                arrays = None
-        elif entry.session is None:
+        # the hot path (a forward call seen before, on CPU tensors numpy holds): one dict lookup, numpy views
+        # in, the C++ session's run (its Python wrapper re-validates input names that are ours already),
+        # torch views out. Ops are keyed by identity: each op here is held in _ops, so its id stays its own.
+        if grad_outputs is None:
+            entry = self._ready.get((id(op), fmt.name, pass_, *[t.shape for t in inputs]))
+            if entry is not None:
+                self.cache.hits += 1
+                try:
+                    arrays = [t.numpy() for t in inputs]
+                except (RuntimeError, TypeError):  # tensors that need grad or live on another device
+                    return self._run_entry(op, fmt, inputs, pass_, entry)
+                try:
+                    results = entry.run(
+                        entry.output_names, dict(zip(entry.input_names, arrays, strict=True)), self._run_options
+                    )
+                except Exception as error:
+                    raise self._failed(op, fmt, pass_, error) from None
+                return tuple(map(torch.from_numpy, results))
+        tensors = inputs if grad_outputs is None else (*inputs, *grad_outputs)
+        shapes = tuple([t.shape for t in inputs])
+        grad_shapes = tuple([g.shape for g in grad_outputs]) if grad_outputs is not None else ()
+        entry = self.compiled(op, fmt, pass_, shapes, grad_shapes)
+        if grad_outputs is None and entry.session is not None and entry.input_index is None:
+            if entry.plain_inputs and entry.plain_outputs:
+                self._ready[(id(op), fmt.name, pass_, *shapes)] = entry
+        return self._run_entry(op, fmt, tensors, pass_, entry)
+
+    def _run_entry(self, op: OpSpec, fmt: Format, tensors: Tensors, pass_: Pass, entry: CompiledGraph) -> Tensors:
+        """Run one compiled graph on any tensors: widened at the boundary where numpy lacks their dtype."""
+        if entry.session is None:
             raise OpError(f"{self.name} cannot run {op.name} {pass_} in {fmt.name}: {entry.support.reason}")
-        else:
-            arrays = None
-        if arrays is None:
-            arrays = [_to_numpy(t, dtype) for t, dtype in zip(tensors, entry.input_dtypes, strict=False)]
+        if entry.input_index is not None:  # the graph does not read every tensor (e.g. add's backward)
+            tensors = tuple(tensors[i] for i in entry.input_index)
+        arrays = [_to_numpy(t, dtype) for t, dtype in zip(tensors, entry.input_dtypes, strict=True)]
         try:
-            results = entry.session.run(entry.output_names, dict(zip(entry.input_names, arrays, strict=False)))
+            results = entry.run(
+                entry.output_names, dict(zip(entry.input_names, arrays, strict=True)), self._run_options
+            )
         except Exception as error:  # this op failed on the EP; the cache and the other ops are untouched
-            raise OpError(
-                f"{self.name}: {op.name} {pass_} in {fmt.name} failed on {self.provider}: {str(error).strip()[:300]}"
-            ) from None
-        if entry.plain_outputs:
-            return tuple(map(torch.from_numpy, results))
-        return tuple(_to_torch(r, dtype) for r, dtype in zip(results, entry.output_kinds, strict=False))
+            raise self._failed(op, fmt, pass_, error) from None
+        return tuple(_to_torch(r, dtype) for r, dtype in zip(results, entry.output_kinds, strict=True))
+
+    def _failed(self, op: OpSpec, fmt: Format, pass_: Pass, error: Exception) -> OpError:
+        detail = str(error).strip()[:300]
+        return OpError(f"{self.name}: {op.name} {pass_} in {fmt.name} failed on {self.provider}: {detail}")
 
     def _case_shapes(
         self, op: OpSpec, fmt: Format, pass_: Pass, shapes: Shapes | None
@@ -186,10 +209,11 @@ class OnnxRuntimeBackend(Backend):
             plain_inputs=all(boundary_dtype(d) == d for d in storage),
             output_names=[o.name for o in placement.session.get_outputs()],
             plain_outputs=all(boundary_dtype(d) == d for d in built.output_dtypes),
+            input_index=built.input_index,
         )
 
     def _place(self, built: BuiltGraph, fmt: Format) -> Placement:
-        return place(built.model, fmt.onnx_type, self.provider, self.provider_options, self.session_config)
+        return place(built.model, fmt.onnx_type, self.target, self.session_config)
 
     @override
     def describe(self) -> dict[str, Any]:
@@ -202,12 +226,34 @@ class OnnxRuntimeBackend(Backend):
             **super().describe(),
             "provider": self.provider,
             "provider_options": dict(self.provider_options),
+            **(self._plugin_facts() if self.target.plugin else {}),
             "onnxruntime": ort.__version__,
             "ir_version": ir_version,
             "opset": opset,
             "semantics": {name: s.to_dict() for name, s in self.semantics.items()},
             "session_cache": self.cache.stats(),
         }
+
+    def _plugin_facts(self) -> dict[str, Any]:
+        """Which plugin EP library and devices the sessions run on."""
+        from .ep_libraries import device_type, libraries
+
+        library = next((lib for lib in libraries() if lib.ep_name == self.provider), None)
+        devices = [
+            {"type": device_type(d), "vendor": d.ep_vendor, "metadata": dict(d.ep_metadata)}
+            for d in self.target.devices()
+        ]
+        source = library.source if library else None
+        return {"plugin_ep": {"library": library.path if library else None, "source": source, "devices": devices}}
+
+
+def _run_options() -> Any:
+    """Run options that keep onnxruntime's per-run error log off stderr (the error is raised as OpError)."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.log_severity_level = 4
+    return options
 
 
 def _to_numpy(tensor: torch.Tensor, dtype: Any) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from onnx import TensorProto, helper
 from mpx.errors import BackendUnavailableError
 
 FLOAT, DOUBLE, INT64, BOOL = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64, TensorProto.BOOL
+FLOAT16 = TensorProto.FLOAT16
 PREFERRED_OPSETS = (21, 20, 19, 18)  # 18: axes of Reduce* as inputs; 19: fp8 Cast with `saturate`
 
 
@@ -51,6 +53,8 @@ class GraphBuilder:
         self.outputs: list[onnx.ValueInfoProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
+        self._output_values: list[str] = []
+        self.kept_inputs: list[str] = []  # the inputs model() kept (the ones some node reads)
 
     def _fresh(self, stem: str) -> str:
         self._count += 1
@@ -69,13 +73,17 @@ class GraphBuilder:
         return names[0] if outputs == 1 else names
 
     def const(self, value: Any, elem_type: int = FLOAT) -> str:
-        """A constant of any type: stored as fp32/int64/bool and cast in the graph for the others."""
-        if elem_type in (INT64, BOOL, FLOAT, DOUBLE):
-            dtype = {INT64: np.int64, BOOL: np.bool_, FLOAT: np.float32, DOUBLE: np.float64}[elem_type]
-            name = self._fresh("const")
-            self.initializers.append(onnx.numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-            return name
-        return self.cast(self.const(value, FLOAT), elem_type)
+        """A constant stored in its own element type, as an exporter writes it (no Cast node)."""
+        name = self._fresh("const")
+        numpy_types = {INT64: np.int64, BOOL: np.bool_, FLOAT: np.float32, DOUBLE: np.float64, FLOAT16: np.float16}
+        if elem_type in numpy_types:
+            self.initializers.append(
+                onnx.numpy_helper.from_array(np.asarray(value, dtype=numpy_types[elem_type]), name)
+            )
+        else:  # bf16 / fp8: onnx rounds fp32 values to the type (nearest even, as a Cast does)
+            array = np.asarray(value, dtype=np.float32)
+            self.initializers.append(helper.make_tensor(name, elem_type, array.shape, array.ravel().tolist()))
+        return name
 
     def cast(self, x: str, elem_type: int) -> str:
         if elem_type in (TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E5M2):  # IEEE overflow, not ONNX's default clamp
@@ -83,14 +91,23 @@ class GraphBuilder:
         return self.node("Cast", [x], to=elem_type)
 
     def output(self, value: str, elem_type: int, name: str | None = None) -> str:
+        """Make `value` a graph output called `name` (out0, out1, ... by default)."""
         name = name or f"out{len(self.outputs)}"
-        self.nodes.append(helper.make_node("Identity", [value], [name], name=self._fresh("node_output")))
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, None))
+        self._output_values.append(value)
         return name
 
     def model(self) -> onnx.ModelProto:
+        """The graph as an exporter writes it: outputs named on the nodes that make them, no node whose
+        result reaches no output, no input or constant that nothing reads."""
         ir_version, opset = self.versions or model_versions()
-        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+        nodes = _named_outputs(self.nodes, self._output_values, [o.name for o in self.outputs], self._count)
+        nodes = _live(nodes, {o.name for o in self.outputs})
+        read = {name for node in nodes for name in node.input} | {o.name for o in self.outputs}
+        self.kept_inputs = [i.name for i in self.inputs if i.name in read]
+        inputs = [i for i in self.inputs if i.name in read]
+        initializers = [t for t in self.initializers if t.name in read]
+        graph = helper.make_graph(nodes, self.name, inputs, self.outputs, initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="mpx")
         model.ir_version = ir_version
         return model
@@ -98,3 +115,35 @@ class GraphBuilder:
     @property
     def opset(self) -> int:
         return (self.versions or model_versions())[1]
+
+
+def _named_outputs(
+    nodes: list[onnx.NodeProto], values: list[str], names: list[str], count: int
+) -> list[onnx.NodeProto]:
+    """Nodes whose results are graph outputs write them under the output's name; an Identity only where a
+    value is an input, a constant, or a second output of the same value."""
+    nodes = [copy.deepcopy(node) for node in nodes]
+    produced = {out for node in nodes for out in node.output}
+    renamed: dict[str, str] = {}
+    for value, name in zip(values, names, strict=True):
+        if value in produced and value not in renamed:
+            renamed[value] = name
+        else:
+            count += 1
+            nodes.append(helper.make_node("Identity", [renamed.get(value, value)], [name], name=f"mpx_output_{count}"))
+    for node in nodes:
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+        node.output[:] = [renamed.get(o, o) for o in node.output]
+    return nodes
+
+
+def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
+    """The nodes some graph output depends on, in their order."""
+    producer = {out: index for index, node in enumerate(nodes) for out in node.output}
+    needed, stack = set(), list(outputs)
+    while stack:
+        index = producer.get(stack.pop())
+        if index is not None and index not in needed:
+            needed.add(index)
+            stack.extend(nodes[index].input)
+    return [node for index, node in enumerate(nodes) if index in needed]

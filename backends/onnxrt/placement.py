@@ -19,7 +19,7 @@ from onnx import TensorProto
 
 from mpx.plugins.backend import SupportStatus
 
-from .providers import CPU, Options, create_session, session_options
+from .providers import CPU, Options, Target, assigned_providers, create_session, session_options
 
 WIDER_THAN = {  # onnx element type -> the element types wider than it
     TensorProto.FLOAT16: {TensorProto.FLOAT, TensorProto.DOUBLE},
@@ -44,29 +44,46 @@ class Placement:
     nodes: tuple[str, ...]  # op types of the graph as run
 
 
-def place(model: onnx.ModelProto, onnx_type: int, provider: str, options: Options, config: Options) -> Placement:
-    """A session of `model` on `provider`, judged against the optimized graph it really runs."""
+def place(model: onnx.ModelProto, onnx_type: int, target: Target, config: Options) -> Placement:
+    """A session of `model` on `target`, judged against the optimized graph it really runs."""
     model_bytes = model.SerializeToString()
+    provider = target.provider
     with tempfile.TemporaryDirectory(prefix="mpx-ort-") as tmp:
         path = os.path.join(tmp, "optimized.onnx")
         try:
-            session = create_session(model_bytes, provider, options, session_options(provider, config, path))
+            session = create_session(model_bytes, target, session_options(target, config, path))
         except RuntimeError as error:
             message = str(error)
             if provider != CPU and "fallback to CPU EP" in message:
-                return _fallback(model, provider, options, config)
+                return _fallback(model, target, config)
             if "serialize" in message.lower():  # an EP that compiles nodes cannot save the optimized model
-                return _from_profile(model, onnx_type, provider, options, config)
+                return _from_assignment(model, onnx_type, target, config)
             raise GraphUnsupported(message) from None
         optimized = onnx.load(path) if os.path.exists(path) else None
     if optimized is None:
-        return _from_profile(model, onnx_type, provider, options, config)
+        return _from_assignment(model, onnx_type, target, config)
     ours = {node.name for node in model.graph.node}
     upcasts = inserted_upcasts(ours, optimized.graph.node, onnx_type)
     nodes = tuple(n.op_type for n in optimized.graph.node)
     if upcasts:
         return Placement(session, "upcast", _upcast_reason(provider, onnx_type, upcasts), nodes)
     return Placement(session, "native", "", nodes)
+
+
+def _from_assignment(model: onnx.ModelProto, onnx_type: int, target: Target, config: Options) -> Placement:
+    """Judge a session whose optimized model cannot be saved by its node assignment, else by a profile."""
+    try:
+        session = create_session(model.SerializeToString(), target, session_options(target, config))
+    except RuntimeError as error:
+        raise GraphUnsupported(str(error)) from None
+    assigned = assigned_providers(session)
+    if assigned is None:
+        return _from_profile(model, onnx_type, target, config)
+    ours = {node.name for node in model.graph.node}
+    inserted = sorted(name for name in assigned if name not in ours)
+    if any("cast" in name.lower() for name in inserted):
+        return Placement(session, "upcast", f"onnxruntime inserted Casts on {target.provider}", ())
+    return Placement(session, "native", "", ())
 
 
 def inserted_upcasts(ours: set[str], optimized_nodes: Any, onnx_type: int) -> list[str]:
@@ -100,14 +117,14 @@ def zero_feed(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 def profile_nodes(
-    model: onnx.ModelProto, provider: str, options: Options, config: Options, allow_fallback: bool
+    model: onnx.ModelProto, target: Target, config: Options, allow_fallback: bool
 ) -> tuple[Any, list[dict]]:
     """Run once with profiling: (session, [{name, op, provider, input_types}] per node kernel)."""
     with tempfile.TemporaryDirectory(prefix="mpx-ort-prof-") as tmp:
-        sess_options = session_options(CPU if allow_fallback else provider, config)
+        sess_options = session_options(target, config, allow_fallback=allow_fallback)
         sess_options.enable_profiling = True
         sess_options.profile_file_prefix = os.path.join(tmp, "profile")
-        session = create_session(model.SerializeToString(), provider, options, sess_options)
+        session = create_session(model.SerializeToString(), target, sess_options)
         session.run(None, zero_feed(model))
         with open(session.end_profiling()) as handle:
             events = json.load(handle)
@@ -132,27 +149,35 @@ def node_events(events: list[dict]) -> list[dict]:
     return nodes
 
 
-def _fallback(model: onnx.ModelProto, provider: str, options: Options, config: Options) -> Placement:
-    session, nodes = profile_nodes(model, provider, options, config, allow_fallback=True)
-    moved = sorted({n["op"] for n in nodes if n["provider"] != provider})
+def _fallback(model: onnx.ModelProto, target: Target, config: Options) -> Placement:
+    """A session that lets nodes the EP does not take run on the CPU EP, and which nodes those are."""
+    provider = target.provider
+    session = create_session(model.SerializeToString(), target, session_options(target, config, allow_fallback=True))
+    assigned = assigned_providers(session)
+    if assigned is not None:
+        op_types = {node.name: node.op_type for node in model.graph.node}
+        moved = sorted({op_types.get(name, name) for name, ep in assigned.items() if ep != provider})
+        nodes = tuple(op_types.get(name, name) for name in assigned)
+    else:
+        session, events = profile_nodes(model, target, config, allow_fallback=True)
+        moved = sorted({n["op"] for n in events if n["provider"] != provider})
+        nodes = tuple(n["op"] for n in events)
     return Placement(
         session,
         "fallback",
         f"{provider} does not take {', '.join(moved) or 'some nodes'}: onnxruntime places them on the CPU EP",
-        tuple(n["op"] for n in nodes),
+        nodes,
     )
 
 
-def _from_profile(
-    model: onnx.ModelProto, onnx_type: int, provider: str, options: Options, config: Options
-) -> Placement:
+def _from_profile(model: onnx.ModelProto, onnx_type: int, target: Target, config: Options) -> Placement:
     try:
-        session, nodes = profile_nodes(model, provider, options, config, allow_fallback=False)
+        session, nodes = profile_nodes(model, target, config, allow_fallback=False)
     except RuntimeError as error:
         raise GraphUnsupported(str(error)) from None
     ours = {node.name for node in model.graph.node}
     casts = sorted({n["op"] for n in nodes if n["name"] not in ours and n["op"] == "Cast"})
     ops = tuple(n["op"] for n in nodes)
     if casts:
-        return Placement(session, "upcast", f"onnxruntime inserted Casts on {provider}", ops)
+        return Placement(session, "upcast", f"onnxruntime inserted Casts on {target.provider}", ops)
     return Placement(session, "native", "", ops)

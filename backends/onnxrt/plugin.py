@@ -7,6 +7,8 @@ from typing import Any
 
 from mpx import BackendSpec, hookimpl
 
+DESCRIPTION = "ONNX Runtime: ops as ONNX graphs on the first EP that works here, or onnxrt:<ExecutionProvider>"
+
 
 def _create(variant: str = "", **options: Any) -> Any:
     from .backend import OnnxRuntimeBackend
@@ -20,6 +22,14 @@ def _unavailable(variant: str = "") -> str | None:
     return unavailable(variant)
 
 
+def _details() -> str:
+    """The plugin EPs and their devices, and a warning when two onnxruntime distributions share one folder."""
+    from .distributions import conflict
+    from .ep_libraries import summary
+
+    return "; ".join(part for part in (summary(), conflict()) if part)
+
+
 @hookimpl
 def mpx_backends() -> Iterator[BackendSpec]:
     yield BackendSpec(
@@ -27,5 +37,6 @@ def mpx_backends() -> Iterator[BackendSpec]:
         factory=_create,
         unavailable=_unavailable,
         accepts_variant=True,
-        description="ONNX Runtime: ops as ONNX graphs on the first EP that works here, or onnxrt:<ExecutionProvider>",
+        description=DESCRIPTION,
+        details=_details,
     )

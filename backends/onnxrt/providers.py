@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from mpx.errors import BackendUnavailableError, unknown_name_message
+
+from .distributions import import_problem
+from .ep_libraries import ENV
+from .native_log import captured_native_output
 
 CPU = "CPUExecutionProvider"
 Options = tuple[tuple[str, str], ...]
@@ -42,53 +43,103 @@ def normalize_options(provider: str, options: Mapping[str, Any] | None) -> Optio
     return tuple(sorted(pairs))
 
 
-@contextlib.contextmanager
-def captured_native_output() -> Iterator[io.StringIO]:
-    """Capture what onnxruntime prints (Python prints and the C++ log on fd 2) while an EP is tried."""
-    text = io.StringIO()
-    with tempfile.TemporaryFile(mode="w+b") as sink, contextlib.redirect_stdout(text):
-        saved = os.dup(2)
-        try:
-            os.dup2(sink.fileno(), 2)
-            yield text
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            text.write(sink.read().decode(errors="replace"))
+@dataclass(frozen=True)
+class Target:
+    """Where sessions run: an EP with its provider options; for a plugin EP also which of its devices."""
+
+    provider: str
+    options: Options = ()
+    plugin: bool = False  # a plugin EP (the EP ABI): sessions select its devices with add_provider_for_devices
+    device_type: str | None = None  # plugin EPs: cpu | gpu | npu (None: every device of the EP)
+    device_id: int | None = None  # plugin EPs: the index among the EP's devices of device_type
+
+    def devices(self) -> list[Any]:
+        from .ep_libraries import select_devices
+
+        return select_devices(self.provider, self.device_type, self.device_id)
 
 
-def session_options(provider: str, config: Options = (), optimized_path: str | None = None) -> Any:
-    """SessionOptions for `provider`: quiet, and for a non-CPU EP no silent fallback of nodes to the CPU EP."""
+def target(
+    provider: str, options: Options = (), device_type: str | None = None, device_id: int | None = None
+) -> Target:
+    """The Target of `provider`: a plugin EP when one is registered under that name (the CPU EP never is)."""
+    from .ep_libraries import ep_devices, register_all
+
+    register_all()
+    plugin = provider != CPU and bool(ep_devices(provider))
+    if not plugin and (device_type is not None or device_id is not None):
+        raise BackendUnavailableError(
+            f"device_type / device_id select a device of a plugin EP; {provider} is not one here "
+            f"(plugin EPs here: {', '.join(plugin_eps()) or 'none'})"
+        )
+    return Target(provider, options, plugin, device_type, device_id)
+
+
+def plugin_eps() -> list[str]:
+    """Names of the plugin EPs registered here that have a device."""
+    import onnxruntime as ort
+
+    return sorted({d.ep_name for d in getattr(ort, "get_ep_devices", list)() if d.ep_name != CPU})
+
+
+def can_record_assignment() -> bool:
+    """Whether this onnxruntime build tells which EP each node was assigned to (1.23+)."""
+    import onnxruntime as ort
+
+    return hasattr(ort.InferenceSession, "get_provider_graph_assignment_info")
+
+
+def session_options(
+    target: Target, config: Options = (), optimized_path: str | None = None, allow_fallback: bool = False
+) -> Any:
+    """SessionOptions for `target`: quiet, node assignment recorded, and for a non-CPU EP no silent
+    fallback of nodes to the CPU EP unless `allow_fallback`."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    if provider != CPU:
+    if target.provider != CPU and not allow_fallback:
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    if can_record_assignment():
+        options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     for key, value in config:
         options.add_session_config_entry(key, value)
     if optimized_path:
         options.optimized_model_filepath = optimized_path
+    if target.plugin:
+        options.add_provider_for_devices(target.devices(), dict(target.options))
     return options
 
 
-def create_session(model_bytes: bytes, provider: str, options: Options, sess_options: Any) -> Any:
-    """An InferenceSession on exactly `provider`; raises RuntimeError with onnxruntime's words when it
+def create_session(model_bytes: bytes, target: Target, sess_options: Any) -> Any:
+    """An InferenceSession on exactly `target`; raises RuntimeError with onnxruntime's words when it
     cannot run there (onnxruntime's Python layer would otherwise retry on the CPU EP without saying)."""
     import onnxruntime as ort
 
+    provider = target.provider
     with captured_native_output() as log:
         try:
-            session = ort.InferenceSession(
-                model_bytes, sess_options, providers=[provider], provider_options=[dict(options)]
-            )
+            if target.plugin:  # its devices are in sess_options; providers=[name] would not select it
+                session = ort.InferenceSession(model_bytes, sess_options)
+            else:
+                session = ort.InferenceSession(
+                    model_bytes, sess_options, providers=[provider], provider_options=[dict(target.options)]
+                )
         except Exception as error:
             raise RuntimeError(f"{_first_line(str(error))}{_log_hint(log.getvalue())}") from None
     got = session.get_providers()
     if not got or got[0] != provider:
         raise RuntimeError(f"{provider} did not start, onnxruntime fell back to {got}{_log_hint(log.getvalue())}")
     return session
+
+
+def assigned_providers(session: Any) -> dict[str, str] | None:
+    """node name -> the EP onnxruntime assigned it to (None where the build does not record it)."""
+    try:
+        info = session.get_provider_graph_assignment_info()
+    except Exception:  # an older build, or a session made without the config entry
+        return None
+    return {node.name: assignment.ep_name for assignment in info for node in assignment.get_nodes()} or None
 
 
 def _first_line(text: str) -> str:
@@ -101,20 +152,28 @@ def _log_hint(log: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def probe(provider: str, options: Options = ()) -> str | None:
+def probe(
+    provider: str, options: Options = (), device_type: str | None = None, device_id: int | None = None
+) -> str | None:
     """None when a tiny fp32 Add session really runs on `provider` with `options`, else why not."""
     import numpy as np
 
     from .builder import FLOAT, GraphBuilder
 
+    try:
+        where = target(provider, options, device_type, device_id)
+    except BackendUnavailableError as error:
+        return str(error)
     installed = installed_providers()
-    if provider not in installed:
-        return unknown_name_message("execution provider", provider, installed).replace("Known:", "This build has:")
+    if not where.plugin and provider not in installed:
+        known = [*installed, *plugin_eps()]
+        message = unknown_name_message("execution provider", provider, known).replace("Known:", "This build has:")
+        return f"{message}; a plugin EP library is registered with {ENV}='<EP name>=<library path>'"
     builder = GraphBuilder("mpx_probe")
     x = builder.input("x", FLOAT, (4,))
     builder.output(builder.node("Add", [x, x]), FLOAT)
     try:
-        session = create_session(builder.model().SerializeToString(), provider, options, session_options(provider))
+        session = create_session(builder.model().SerializeToString(), where, session_options(where))
         result = session.run(None, {"x": np.arange(4, dtype=np.float32)})[0]
     except Exception as error:
         return f"{provider} does not work here: {error}"
@@ -142,15 +201,6 @@ def default_provider() -> str:
             return provider
         reasons.append(reason)
     raise BackendUnavailableError(f"no execution provider of this onnxruntime build works here: {'; '.join(reasons)}")
-
-
-def import_problem() -> str | None:
-    """Why onnxruntime cannot be imported here, or None."""
-    try:
-        import onnxruntime  # noqa: F401
-    except Exception as error:
-        return f"onnxruntime is not importable ({type(error).__name__}: {error}); pip install onnxruntime"
-    return None
 
 
 def unavailable(variant: str = "") -> str | None:

@@ -17,7 +17,16 @@ import torch
 from mpx.formats import FP32, Format
 
 from .builder import FLOAT, GraphBuilder
-from .providers import Options, create_session, session_options
+from .providers import (
+    CPU,
+    Options,
+    Target,
+    assigned_providers,
+    can_record_assignment,
+    captured_native_output,
+    create_session,
+    session_options,
+)
 
 
 @dataclass(frozen=True)
@@ -27,9 +36,17 @@ class Semantics:
     overflow: str  # inf | saturate | unknown
     subnormals: str  # keep | flush | unknown
     probe: str  # the probe graph: "Mul" or "Cast", or why none ran
+    # non-empty when the probe ran through fallback (a node on another EP than the chosen one): then
+    # overflow and subnormals are "unknown" and this says what ran where and what it measured there
+    fallback: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"overflow": self.overflow, "subnormals": self.subnormals, "probe": self.probe}
+        return {
+            "overflow": self.overflow,
+            "subnormals": self.subnormals,
+            "probe": self.probe,
+            "fallback": self.fallback,
+        }
 
 
 def _cast_lanes(fmt: Format) -> bytes:
@@ -47,19 +64,52 @@ def _probe_inputs(fmt: Format, with_mul: bool) -> np.ndarray:
     return np.array([beyond, 3 * fmt.min_subnormal], dtype=np.float32)
 
 
-def measure(fmt: Format, provider: str, options: Options, config: Options) -> Semantics:
-    """Run the probes for `fmt` on `provider`; the Mul probe where the EP runs it, else the Cast probe."""
-    reasons = []
+def measure(fmt: Format, target: Target, config: Options) -> Semantics:
+    """Run the probes for `fmt` on `target`; the Mul probe where the EP runs it, else the Cast probe.
+
+    A probe counts only where it ran on the EP: one whose nodes onnxruntime placed on another EP (CPU
+    fallback) measured that EP, so the result is "unknown", with what ran where in `fallback`.
+    """
+    reasons, through_fallback = [], None
     for with_mul in (True, False) if fmt.torch_dtype in (torch.float32, torch.float16) else (False,):
+        name = "Mul" if with_mul else "Cast"
         try:
             model = _mul_lanes(fmt) if with_mul else _cast_lanes(fmt)
-            session = create_session(model, provider, options, session_options(provider, config))
-            result = session.run(None, {"x": _probe_inputs(fmt, with_mul)})[0]
+            # let nodes fall back where the build records placement, to say where the probe ran and what it saw
+            allow = target.provider != CPU and can_record_assignment()
+            session = create_session(model, target, session_options(target, config, allow_fallback=allow))
+            with captured_native_output():  # an EP that fails here logs to stderr; the error says it all
+                result = session.run(None, {"x": _probe_inputs(fmt, with_mul)})[0]
         except Exception as error:
-            reasons.append(f"{'Mul' if with_mul else 'Cast'}: {str(error)[:160]}")
+            reasons.append(f"{name}: {_essence(str(error))}")
             continue
-        return _classify(fmt, result, "Mul" if with_mul else "Cast")
-    return Semantics("unknown", "unknown", "; ".join(reasons))
+        measured = _classify(fmt, result, name)
+        elsewhere = _off_target(session, target)
+        if not elsewhere:
+            return measured
+        through_fallback = through_fallback or Semantics(
+            "unknown",
+            "unknown",
+            name,
+            f"the {name} probe ran through fallback ({elsewhere}), not on {target.provider}: "
+            f"there it measured overflow={measured.overflow}, subnormals={measured.subnormals}",
+        )
+    return through_fallback or Semantics("unknown", "unknown", "; ".join(reasons))
+
+
+def _essence(message: str) -> str:
+    """What an onnxruntime error says went wrong (after its 'Status Message:' preamble, where it has one)."""
+    return message.rpartition("Status Message:")[2].strip()[:200]
+
+
+def _off_target(session: Any, target: Target) -> str:
+    """'node on EP, ...' for the probe's nodes that did not run on the target EP ('' when all did)."""
+    if target.provider == CPU:
+        return ""
+    assigned = assigned_providers(session)
+    if assigned is None:  # no assignment info: a session this build made with fallback cannot be trusted
+        return "this onnxruntime build does not record node placement"
+    return ", ".join(f"{node} on {ep}" for node, ep in sorted(assigned.items()) if ep != target.provider)
 
 
 def _mul_lanes(fmt: Format) -> bytes:

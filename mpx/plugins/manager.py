@@ -102,8 +102,10 @@ class BackendRegistry:
         entries = []
         for name, spec in sorted(self.specs.items()):
             reason = _reason_unavailable(spec)
-            source = self.sources[name]
-            entries.append(BackendEntry(name, reason is None, reason or "", spec.formats, source, spec.description))
+            description = spec.description if reason else _with_details(spec)
+            entries.append(
+                BackendEntry(name, reason is None, reason or "", spec.formats, self.sources[name], description)
+            )
         for name, sources in sorted(self.conflicts.items()):
             entries.append(BackendEntry(name, False, _conflict_message(name, sources), (), " + ".join(sources)))
         for source, error in sorted(self.failures.items()):
@@ -190,6 +192,17 @@ def _reason_unavailable(spec: BackendSpec, variant: str = "") -> str | None:
         return spec.unavailable(variant) if spec.accepts_variant else spec.unavailable()
     except Exception as error:
         return f"availability check failed: {type(error).__name__}: {error}"
+
+
+def _with_details(spec: BackendSpec) -> str:
+    """The spec's description and what its `details()` found here (a failing details() is said, not raised)."""
+    if spec.details is None:
+        return spec.description
+    try:
+        found = spec.details()
+    except Exception as error:
+        found = f"details() failed: {type(error).__name__}: {error}"
+    return "; ".join(part for part in (spec.description, found) if part)
 
 
 def _conflict_message(name: str, sources: list[str]) -> str:

@@ -23,7 +23,8 @@ class BackendSpec:
 
     `factory(**options)` builds it (with `variant=` for 'name:variant' selections when
     `accepts_variant`); `unavailable()` -- `unavailable(variant)` when `accepts_variant`, with '' for
-    none -- answers cheaply with None, or why the backend cannot run here.
+    none -- answers cheaply with None, or why the backend cannot run here. `details()`, called only when an
+    available backend is listed (`mpx backends`), says what it found here: devices, plugin libraries.
     """
 
     name: str
@@ -32,6 +33,7 @@ class BackendSpec:
     formats: tuple[str, ...] = tuple(f.name for f in FORMATS)
     description: str = ""
     accepts_variant: bool = False
+    details: Callable[[], str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -41,6 +43,10 @@ class BackendSpec:
             )
         if not callable(self.factory):
             raise PluginError(f"backend {self.name!r}: factory must be callable, got {type(self.factory).__name__}")
+        if self.details is not None and not callable(self.details):
+            raise PluginError(
+                f"backend {self.name!r}: details must be callable or None, got {type(self.details).__name__}"
+            )
         if not callable(self.unavailable):
             got = type(self.unavailable).__name__
             raise PluginError(f"backend {self.name!r}: unavailable must be callable, got {got}")

@@ -32,6 +32,8 @@ class BuiltGraph:
     output_dtypes: tuple[torch.dtype, ...]  # torch dtypes the outputs are returned in
     decompositions: tuple[str, ...]
     decomposable: bool
+    # which of the call's tensors (inputs, then gradients) the model reads, in order; None: all of them
+    input_index: tuple[int, ...] | None = None
 
 
 def output_dtypes(op: OpSpec, fmt: Format, pass_: Pass) -> tuple[torch.dtype, ...]:
@@ -78,7 +80,17 @@ def build_model(
         if boundary != dtype:
             value = builder.cast(value, ONNX_OF_TORCH[boundary])
         builder.output(value, ONNX_OF_TORCH[boundary])
-    return BuiltGraph(builder.model(), tuple(names), tuple(feeds), dtypes, tuple(ctx.decompositions), ctx.decomposable)
+    model = builder.model()
+    kept = [i for i, name in enumerate(names) if name in builder.kept_inputs]
+    return BuiltGraph(
+        model,
+        tuple(names[i] for i in kept),
+        tuple(feeds[i] for i in kept),
+        dtypes,
+        tuple(ctx.decompositions),
+        ctx.decomposable,
+        None if len(kept) == len(names) else tuple(kept),
+    )
 
 
 def _input(builder: GraphBuilder, name: str, dtype: torch.dtype, shape: Sequence[int]) -> str:
