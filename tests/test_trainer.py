@@ -1,5 +1,6 @@
 """mpx.MixedPrecision: the step protocol, no host sync, accumulation, clipping, skips, schedulers, errors."""
 
+import copy
 import logging
 import math
 
@@ -66,6 +67,7 @@ def _host_step_counts(optimizer):
     ],
 )
 def test_step_reads_nothing_back_to_the_host(policy, optimizer, monkeypatch):
+    monkeypatch.setattr("mpx.training.optimizer_step.HOST_DEVICES", ())  # the path an accelerator's step takes
     model = _model()
     mp = mpx.MixedPrecision(model, optimizer(model.parameters(), lr=1e-3), policy=policy, loss_scale="dynamic")
     _backward(mp, model, *_batch())
@@ -273,8 +275,9 @@ def test_unknown_backend_name_is_an_mpx_error():
         mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=0.1), backend="cpuu")
 
 
-def test_tensor_learning_rate_needs_no_host_sync_beyond_torchs_own_step():
+def test_tensor_learning_rate_needs_no_host_sync_beyond_torchs_own_step(monkeypatch):
     """torch's non-capturable AdamW reads a tensor LR on the host itself; mpx's step adds no read of its own."""
+    monkeypatch.setattr("mpx.training.optimizer_step.HOST_DEVICES", ())  # the path an accelerator's step takes
     model, reference = _model(), _model()
     mp = mpx.MixedPrecision(model, torch.optim.AdamW(model.parameters(), lr=torch.tensor(1e-3)), policy="fp16-mixed")
     plain = torch.optim.AdamW(reference.parameters(), lr=torch.tensor(1e-3))
@@ -286,3 +289,18 @@ def test_tensor_learning_rate_needs_no_host_sync_beyond_torchs_own_step():
         with _HostReads() as theirs:
             plain.step()
     assert len(ours.reads) == len(theirs.reads)
+
+
+def test_on_the_cpu_a_skipped_step_is_a_branch_on_the_host_flag_and_changes_nothing():
+    """The flag lives in host memory there: no copy of parameters and state, and plain torch's step otherwise."""
+    model = _model()
+    mp = mpx.MixedPrecision(model, torch.optim.Adam(model.parameters(), lr=1e-3), policy="fp16-mixed")
+    _backward(mp, model, *_batch())
+    mp.step()
+    before = [p.detach().clone() for p in model.parameters()], copy.deepcopy(mp.optimizer.state_dict())
+    _poison(model)
+    with _HostReads() as reads:
+        assert mp.step().was_skipped
+    assert len(reads.reads) <= 2  # the skip flag (and was_skipped)
+    assert all(torch.equal(a, b) for a, b in zip(before[0], model.parameters(), strict=True))
+    assert str(before[1]) == str(mp.optimizer.state_dict())

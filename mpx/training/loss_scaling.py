@@ -168,6 +168,13 @@ class DynamicLossScaler(LossScaler):
         self._ensure(found_inf.device)
         scale, tracker, left = self._scale, self._growth_tracker, self._hysteresis_left
         assert scale is not None and tracker is not None and left is not None
+        if self.hysteresis == 1:  # GradScaler's own fused kernel, then the floor and the ceiling
+            flag = found_inf.to(scale.device, torch.float32).reshape(1)
+            torch._amp_update_scale_(
+                scale, tracker, flag, self.growth_factor, self.backoff_factor, self.growth_interval
+            )
+            scale.clamp_(min=self.min_scale, max=self.max_scale)
+            return
         overflow = found_inf.to(scale.device).reshape(1) > 0
         back_off = overflow & (left <= 1)
         good = tracker + 1

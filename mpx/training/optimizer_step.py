@@ -175,6 +175,10 @@ def _fused_step(optimizer: torch.optim.Optimizer, grads: dict[torch.Tensor, torc
     fused_step(optimizer, None, skip)
 
 
+# Devices whose tensors live in host memory: reading the skip flag there is a memory read, not a device sync.
+HOST_DEVICES = ("cpu",)
+
+
 def _on(flag: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The flag on `device`: a copy only for state torch keeps elsewhere (a non-capturable CUDA step count: a sync)."""
     return flag if flag.device == device else flag.to(device)
@@ -183,12 +187,18 @@ def _on(flag: torch.Tensor, device: torch.device) -> torch.Tensor:
 def _generic_step(
     optimizer: torch.optim.Optimizer, grads: dict[torch.Tensor, torch.Tensor], skip: torch.Tensor
 ) -> None:
-    """Run the optimizer's own step, then restore everything it touched where `skip` is set.
+    """Run the optimizer's own step unless `skip` is set: plain torch's numbers, bit for bit.
 
-    Where `skip` is not set, torch.where keeps the step's result bit for bit: plain torch's numbers.
+    With the flag in host memory (CPU training) that is a branch. On an accelerator, reading the flag would
+    sync, so the step runs and torch.where restores everything it touched where `skip` is set (a copy of
+    parameters and state per step: the price of no sync; fused optimizers avoid it).
     """
     for param, grad in grads.items():
         param.grad = grad if grad.dtype == param.dtype else grad.to(param.dtype)
+    if skip.device.type in HOST_DEVICES:
+        if not bool(skip):
+            optimizer.step()
+        return
     states = optimizer.state
     if any(not isinstance(v, torch.Tensor | None) for s in states.values() for v in s.values()):
         warnings.warn(
