@@ -1,92 +1,13 @@
 """mpx.MixedPrecision: the step protocol, no host sync, accumulation, clipping, skips, schedulers, errors."""
 
-import copy
 import logging
 import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from trainer_helpers import _backward, _batch, _model, _poison
 
 import mpx
-
-
-def _model(dtype=torch.float32):
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 1)).to(dtype)
-
-
-def _batch(seed=0, n=32):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 8, generator=generator), torch.randn(n, 1, generator=generator)
-
-
-def _backward(mp, model, x, y):
-    with mp.autocast():
-        out = model(x.to(next(model.parameters()).dtype))
-    mp.backward(mpx.mse_loss(out, y))
-
-
-def _poison(model):
-    next(model.parameters()).grad.view(-1)[0] = math.inf
-
-
-class _HostReads(TorchDispatchMode):
-    """Records every read of a tensor's value back to Python (item, bool, float, tolist...).
-
-    `allowed` are the optimizer's step counters: torch's non-capturable Adam keeps them on the host by design and
-    reads them as Python numbers; that is torch's own arithmetic (bit-identity needs it), not a device sync.
-    """
-
-    def __init__(self, allowed=()):
-        super().__init__()
-        self.reads = []
-        self.allowed = {id(t) for t in allowed}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default and id(args[0]) not in self.allowed:
-            self.reads.append(func)
-        return func(*args, **(kwargs or {}))
-
-
-def _host_step_counts(optimizer):
-    """Host-side numbers torch's own non-capturable step reads: its step counters and tensor learning rates."""
-    counters = [s["step"] for s in optimizer.state.values() if isinstance(s.get("step"), torch.Tensor)]
-    return counters + [g["lr"] for g in optimizer.param_groups if isinstance(g["lr"], torch.Tensor)]
-
-
-@pytest.mark.parametrize("policy", ["fp16-mixed", "bf16-mixed", "fp16-pure", "fp8-hybrid"])
-@pytest.mark.parametrize(
-    "optimizer",
-    [
-        torch.optim.Adam,
-        torch.optim.AdamW,
-        torch.optim.SGD,
-        torch.optim.RMSprop,
-        lambda params, lr: torch.optim.Adam(params, lr=lr, fused=True),
-    ],
-)
-def test_step_reads_nothing_back_to_the_host(policy, optimizer, monkeypatch):
-    monkeypatch.setattr("mpx.training.optimizer_step.HOST_DEVICES", ())  # the path an accelerator's step takes
-    model = _model()
-    mp = mpx.MixedPrecision(model, optimizer(model.parameters(), lr=1e-3), policy=policy, loss_scale="dynamic")
-    _backward(mp, model, *_batch())
-    mp.step()  # the first step creates the optimizer state; the checked one runs with state in place
-    _backward(mp, model, *_batch())
-    mp.clip_grad_norm_(1.0)
-    counters = {id(t) for t in _host_step_counts(mp.optimizer)}
-    item = torch.Tensor.item
-    for name in ("cpu", "numpy", "tolist", "item"):
-
-        def forbidden(tensor, *a, _n=name, **k):
-            if _n == "item" and id(tensor) in counters:
-                return item(tensor)
-            pytest.fail(f"step() called .{_n}()")
-
-        monkeypatch.setattr(torch.Tensor, name, forbidden)
-    with _HostReads(_host_step_counts(mp.optimizer)) as reads:
-        mp.step()
-    assert reads.reads == []
 
 
 def test_step_result_is_a_device_flag_read_only_on_request():
@@ -273,34 +194,3 @@ def test_unknown_backend_name_is_an_mpx_error():
     model = _model()
     with pytest.raises(mpx.BackendNotFoundError):
         mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=0.1), backend="cpuu")
-
-
-def test_tensor_learning_rate_needs_no_host_sync_beyond_torchs_own_step(monkeypatch):
-    """torch's non-capturable AdamW reads a tensor LR on the host itself; mpx's step adds no read of its own."""
-    monkeypatch.setattr("mpx.training.optimizer_step.HOST_DEVICES", ())  # the path an accelerator's step takes
-    model, reference = _model(), _model()
-    mp = mpx.MixedPrecision(model, torch.optim.AdamW(model.parameters(), lr=torch.tensor(1e-3)), policy="fp16-mixed")
-    plain = torch.optim.AdamW(reference.parameters(), lr=torch.tensor(1e-3))
-    for _ in range(2):
-        _backward(mp, model, *_batch())
-        mpx.mse_loss(reference(_batch()[0]), _batch()[1]).backward()
-        with _HostReads() as ours:
-            mp.step()
-        with _HostReads() as theirs:
-            plain.step()
-    assert len(ours.reads) == len(theirs.reads)
-
-
-def test_on_the_cpu_a_skipped_step_is_a_branch_on_the_host_flag_and_changes_nothing():
-    """The flag lives in host memory there: no copy of parameters and state, and plain torch's step otherwise."""
-    model = _model()
-    mp = mpx.MixedPrecision(model, torch.optim.Adam(model.parameters(), lr=1e-3), policy="fp16-mixed")
-    _backward(mp, model, *_batch())
-    mp.step()
-    before = [p.detach().clone() for p in model.parameters()], copy.deepcopy(mp.optimizer.state_dict())
-    _poison(model)
-    with _HostReads() as reads:
-        assert mp.step().was_skipped
-    assert len(reads.reads) <= 2  # the skip flag (and was_skipped)
-    assert all(torch.equal(a, b) for a, b in zip(before[0], model.parameters(), strict=True))
-    assert str(before[1]) == str(mp.optimizer.state_dict())
