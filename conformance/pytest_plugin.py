@@ -28,6 +28,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--mpx-format", action="append", default=[], metavar="FMT", help="only these formats")
     group.addoption("--mpx-op", action="append", default=[], metavar="OP", help="only these ops")
+    group.addoption(
+        "--mpx-backend-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option for get_backend(NAME, KEY=VALUE) (repeatable; VALUE is JSON where it parses, else a string)",
+    )
     group.addoption("--mpx-timeout", type=float, default=60.0, metavar="S", help="per-case timeout (isolated runs)")
 
 
@@ -38,11 +45,11 @@ class CaseFailed(Exception):
 class _Runtime:
     """Per backend: the built backend (in-process) or the isolated results (batched once)."""
 
-    def __init__(self, name: str, cases: list[Any], timeout: float) -> None:
+    def __init__(self, name: str, cases: list[Any], timeout: float, options: dict[str, Any]) -> None:
         from mpx.conformance.runner import ReferenceCache
         from mpx.plugins import is_builtin
 
-        self.name, self.cases, self.timeout = name, cases, timeout
+        self.name, self.cases, self.timeout, self.options = name, cases, timeout, options
         self.isolated = not is_builtin(name)
         self.cache = ReferenceCache()
         self.backend: Any = None
@@ -53,14 +60,14 @@ class _Runtime:
             if self.results is None:
                 from mpx.conformance.isolation import BackendRef, run_isolated
 
-                outcomes, _ = run_isolated(BackendRef(self.name), self.cases, self.timeout)
+                outcomes, _ = run_isolated(BackendRef(self.name, dict(self.options)), self.cases, self.timeout)
                 self.results = {r.id: r for r in outcomes}
             return self.results[case.id]
         from mpx.conformance.runner import run_case
         from mpx.plugins import get_backend
 
         if self.backend is None:
-            self.backend = get_backend(self.name)
+            self.backend = get_backend(self.name, **self.options)
         return run_case(self.backend, case, self.cache)
 
 
@@ -104,14 +111,24 @@ class UnavailableItem(pytest.Item):
 class BackendCollector(pytest.Collector):
     """The cases of one backend."""
 
-    def __init__(self, *, backend: str, reason: str | None, cases: list[Any], timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        backend: str,
+        reason: str | None,
+        cases: list[Any],
+        timeout: float,
+        options: dict[str, Any],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.backend, self.reason, self.cases, self.timeout = backend, reason, cases, timeout
+        self.options = options
 
     def collect(self) -> list[pytest.Item]:
         if self.reason is not None:
             return [UnavailableItem.from_parent(self, name="available", reason=self.reason)]
-        runtime = _Runtime(self.backend, self.cases, self.timeout)
+        runtime = _Runtime(self.backend, self.cases, self.timeout, self.options)
         return [CaseItem.from_parent(self, name=case.id, case=case, runtime=runtime) for case in self.cases]
 
 
@@ -133,9 +150,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     from mpx.conformance.cases import generate
     from mpx.conformance.scenarios import select_formats
     from mpx.conformance.suite import resolve_backends
+    from mpx.conformance.verdict import parse_backend_options
     from mpx.errors import MpxError
 
     try:
+        options = parse_backend_options(config.getoption("mpx_backend_option"), "--mpx-backend-option")
         cases = generate(select_formats(config.getoption("mpx_format")), config.getoption("mpx_op"))
         backends = resolve_backends(names)
     except MpxError as error:  # an unknown format, op or backend is a usage error, not a crash of pytest
@@ -149,6 +168,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             reason=reason,
             cases=cases,
             timeout=config.getoption("mpx_timeout"),
+            options=options,
         )
         items.extend(session.genitems(collector))  # through the collection hooks: counted, errors reported
 

@@ -1,8 +1,9 @@
 """Scenario roll-up: is a backend ready for a scenario in a format column, how far, and what is missing.
 
 A column's requirements are its op requirements (scenarios/*.toml `requires`) and its model-level cases
-(`models`: model/<model>/<format>/<training|inference> must pass; the semantics measurements are op cases of
-their own and are required where a manifest names them).
+(`models`: model/<model>/<format>/<training|inference> must pass) and, wherever they were run, the semantics
+measurements of the column's format: a declared overflow / subnormal behaviour that the device does not show
+(or that was measured off the device) leaves every column of that format not ready.
 
 A requirement (op, format, pass) is met when every case of it passes -- natively or through a declared
 decomposition. `upcast` and `fallback` cases run with the right numbers but not in the asked format or not on
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from mpx.ops import all_ops
 
+from .cases import SEMANTICS
 from .report import CaseResult, Missing, ScenarioResult
 from .scenarios import Requirement, Scenario
 from .status import Status, worst
@@ -25,6 +27,7 @@ _MODEL_WHY = {
     "training": "the model trains through MixedPrecision as close to fp32 as the format allows",
     "inference": "the model's outputs stay within the format's rounding bound of float64",
 }
+_SEMANTICS_WHY = "every reference in this format is rounded under the declared overflow / subnormal semantics"
 RUNS: tuple[Status, ...] = tuple(status for status in Status if status.runs)  # the 0.1 name; use Status.runs
 
 
@@ -70,6 +73,7 @@ def _column(
         if cases and all(c.status.runs for c in cases):
             runs += 1
         missing.append(Missing(requirement.op, fmt, requirement.pass_, requirement.why, reason))
+    missing += _semantics_missing(column, by_key)
     total = len(requirements)
     return ScenarioResult(
         scenario.name,
@@ -81,6 +85,19 @@ def _column(
         total,
         tuple(missing),
     )
+
+
+def _semantics_missing(column: str, by_key: dict[tuple[str, str, str], list[CaseResult]]) -> list[Missing]:
+    """The semantics measurements of the column's format that did not confirm the declaration.
+
+    Every reference of the format is rounded under the declared overflow / subnormal semantics: a mismatch
+    (or a measurement off the device) makes every scenario column of that format not ready.
+    """
+    return [
+        Missing(SEMANTICS, column, case.input_class, _SEMANTICS_WHY, f"{case.status} in {case.id}: {case.detail}")
+        for case in by_key.get((SEMANTICS, column, "forward"), [])
+        if not case.status.passes and case.status is not Status.UNSUPPORTED
+    ]
 
 
 def _unmet_reason(requirement: Requirement, fmt: str, cases: list[CaseResult], known_ops: set[str]) -> str | None:

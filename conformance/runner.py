@@ -100,6 +100,9 @@ def run_case(backend: Backend, case: Case, cache: ReferenceCache | None = None) 
         return result(Status.ERROR, f"comparing with the reference failed: {_describe(error)}", support=support.status)
     ulps = float(comparison.max_error_ulp)
     if not comparison.passed:
+        effective = _downcast(op, fmt, tuple(got), prepared, case.pass_, backend)
+        if effective:
+            return result(Status.DOWNCAST, f"{effective}; as {fmt.name}: {comparison.detail}", ulps, support.status)
         return result(Status.FAIL, comparison.detail, ulps, support.status)
     if support.status in (Status.UPCAST, Status.FALLBACK):  # right numbers, not as asked: the case says so
         return result(Status(support.status), support.reason, ulps, support.status)
@@ -145,6 +148,16 @@ def _contract_problem(op: Any, fmt: Any, pass_: str, got: Any) -> str:
         if tensor.dtype != dtype and tensor.is_floating_point():
             return f"{what}[{index}] is {tensor.dtype}, the contract says {dtype}"
     return ""
+
+
+def _downcast(op: Any, fmt: Any, got: tuple[torch.Tensor, ...], prepared: Any, pass_: str, backend: Backend) -> str:
+    """'computed as <narrower format>: ...' when a narrower format explains a failing result, else ''."""
+    from .downcast import explain
+
+    try:
+        return explain(op, fmt, got, prepared, pass_, backend.overflow, backend.subnormals)
+    except Exception:  # the verdict stays `fail`: the comparison above already said what is wrong
+        return ""
 
 
 def _describe(error: BaseException) -> str:

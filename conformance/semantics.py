@@ -3,12 +3,15 @@
 Each measurement is a case of its own (`semantics/fp16/overflow`): it runs a probe through the backend -- `add`
 where the format has arithmetic ops and the backend runs it, else the fp32 -> format `cast` -- reads what came
 back, and passes when the measured behaviour is the one the backend declares (Backend.overflow /
-Backend.subnormals), since every other case's reference is rounded under that declaration.
+Backend.subnormals), since every other case's reference is rounded under that declaration. A probe that runs
+through fallback (support() says so, or the backend's own `semantics[fmt].fallback`) measured another device:
+the case is `fallback` with the measurement `unknown`, never `pass`.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 
@@ -86,6 +89,9 @@ def run_semantic_case(backend: Backend, case: Case) -> CaseResult:
                 f"cannot measure {prop}: {op.name} in {fmt.name} is unsupported: {support.reason}",
                 support="unsupported",
             )
+        off_device = _fallback(backend, fmt, support)
+        if off_device:  # a measurement off the device says nothing about the device: never `pass`
+            return result(Status.FALLBACK, f"{prop} unknown: {off_device}", "unknown", "fallback")
         outputs = backend.run(op, fmt, _probe_inputs(op.name, fmt, prop), "forward", None)
         measured = classify(prop, fmt, outputs[0])
     except Exception as error:
@@ -94,3 +100,20 @@ def run_semantic_case(backend: Backend, case: Case) -> CaseResult:
     if measured == declared:
         return result(Status.PASS, f"{prop} {measured} (measured with {via}), as declared", measured, support.status)
     return result(Status.FAIL, f"declares {prop}={declared} but {via} measures {measured}", measured, support.status)
+
+
+def _fallback(backend: Backend, fmt: Format, support: Any) -> str:
+    """Why the probe would not run on the backend's device ('' when it does).
+
+    The probe op's support() may say fallback; a backend that measures its semantics itself (onnxrt:
+    `semantics[fmt].fallback`) says so when its own probe graph ran through fallback.
+    """
+    if support.status == "fallback":
+        return support.reason or f"the probe runs off {backend.name}'s device"
+    try:
+        measured = getattr(backend, "semantics", None)
+    except Exception:  # measuring failed: the probe case below says what happened
+        return ""
+    entry = measured.get(fmt.name) if isinstance(measured, dict) else None
+    reason = getattr(entry, "fallback", "")
+    return reason if isinstance(reason, str) else ""

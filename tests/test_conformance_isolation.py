@@ -52,7 +52,7 @@ def test_a_hang_becomes_timeout_and_the_next_cases_still_run(aborting_plugin):
 def test_cli_isolates_a_plugin_backend_by_default_and_writes_a_complete_report(aborting_plugin, tmp_path):
     report = tmp_path / "r.json"
     argv = ["conformance", "--backend", "aborting", "--op", "add", "--format", "fp16", "bf16", "--timeout", "3"]
-    assert main([*argv, "--json", str(report), "--quiet"]) == 0
+    assert main([*argv, "--json", str(report), "--quiet"]) == 1, "a crash and a timeout fail the run"
     (backend,) = load_json(report)["backends"]
     statuses = {c["id"]: c["status"] for c in backend["cases"]}
     assert backend["isolated"] is True

@@ -111,3 +111,18 @@ def test_loading_the_plugin_imports_neither_torch_nor_the_op_registry():
     assert done.returncode == 0, done.stderr
     heavy = done.stdout.split()
     assert heavy == [], f"importing the pytest plugin imported {heavy}; torch came in through:\n{done.stderr}"
+
+
+def test_backend_options_reach_the_backend(pytester):
+    """--mpx-backend-option gemm_inputs=bf16: the fp32 matmul cases that bf16 inputs spoil fail as downcast."""
+    args = ["--mpx-backend", "cpu", "--mpx-op", "matmul", "--mpx-format", "fp32"]
+    result = pytester.runpytest(*PLUGIN, *args, "--mpx-backend-option", "gemm_inputs=bf16")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 6
+    result.stdout.fnmatch_lines(["*downcast*computed as bf16*"])
+
+
+def test_a_malformed_backend_option_is_a_usage_error(pytester):
+    result = pytester.runpytest(*PLUGIN, "--mpx-backend", "cpu", "--mpx-backend-option", "gemm_inputs")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--mpx-backend-option*KEY=VALUE*"])

@@ -170,7 +170,8 @@ def test_timeout_with_no_isolate_is_refused(no_case_may_run, capsys):
 
 def test_an_unavailable_backend_is_reported_with_its_reason(tmp_path):
     report = tmp_path / "r.json"
-    assert main(["conformance", "--backend", "cuda", "--op", "add", "--json", str(report), "--quiet"]) == 0
+    code = main(["conformance", "--backend", "cuda", "--op", "add", "--json", str(report), "--quiet", "--exit-zero"])
+    assert code == 0
     (cuda,) = json.loads(report.read_text())["backends"]
     assert cuda["available"] is False and cuda["reason"] and cuda["cases"] == []
 

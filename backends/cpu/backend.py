@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from typing_extensions import override
 
-from mpx.errors import OpError
+from mpx.errors import MpxError, OpError
 from mpx.formats import FORMATS, Format, Overflow, Subnormals
 from mpx.formats import format as format_of
 from mpx.ops.definitions.elementwise import ELEMENTWISE_OPS
@@ -34,21 +34,32 @@ class CpuBackend(TrainingBackend):
 
     overflow="saturate" clamps results to +-max like some NPUs; subnormals="flush" reads subnormal inputs
     as zero and flushes subnormal results. native=True makes autocast() use torch's own CPU autocast kernels.
-    support() is the base class's: native for every (op, format, pass) the op itself defines.
+    gemm_inputs="bf16" (or "fp16") rounds the floating inputs of GEMM-class ops (matmul, linear, conv2d,
+    attention) asked in a wider format to it first, as CPU EPs that silently use bf16 units do: the conformance
+    suite must call that `downcast`. support() is the base class's: native for every (op, format, pass).
     """
 
     name = "cpu"
     device = "cpu"
     formats = FORMATS
 
-    def __init__(self, overflow: Overflow = "inf", subnormals: Subnormals = "keep", native: bool = False) -> None:
+    def __init__(
+        self,
+        overflow: Overflow = "inf",
+        subnormals: Subnormals = "keep",
+        native: bool = False,
+        gemm_inputs: str | None = None,
+    ) -> None:
         if overflow not in ("inf", "saturate"):
             raise OpError(f"cpu backend: overflow must be 'inf' or 'saturate', not {overflow!r}")
         if subnormals not in ("keep", "flush"):
             raise OpError(f"cpu backend: subnormals must be 'keep' or 'flush', not {subnormals!r}")
         if not isinstance(native, bool):
             raise OpError(f"cpu backend: native must be True or False, not {native!r}")
+        if gemm_inputs is not None and format_of_name(gemm_inputs) is None:
+            raise OpError(f"cpu backend: gemm_inputs must be a format name such as 'bf16' or None, not {gemm_inputs!r}")
         self.overflow, self.subnormals, self.native = overflow, subnormals, native
+        self.gemm_inputs: Format | None = format_of_name(gemm_inputs) if gemm_inputs is not None else None
 
     @override
     def _run(self, op: OpSpec, fmt: Format, inputs: Tensors, pass_: Pass, grad_outputs: Tensors | None) -> Tensors:
@@ -59,6 +70,10 @@ class CpuBackend(TrainingBackend):
         dtype = compute_dtype(op)
         values = tuple(_load(t, dtype) for t in inputs)
         values = flush_inputs(op, fmt, values, self.subnormals)
+        narrow = self.gemm_inputs
+        if narrow is not None and op.autocast == "lowp" and narrow.mantissa_bits < fmt.mantissa_bits:
+            values = tuple(narrow.round(v) if v.is_floating_point() else v for v in values)
+            grad_outputs = grad_outputs and tuple(narrow.round(g.to(dtype)) for g in grad_outputs)
         results = self._run_protocol_op(op, fmt, values) if pass_ == "forward" else None
         if results is None and pass_ == "forward":
             with torch.no_grad():
@@ -105,13 +120,27 @@ class CpuBackend(TrainingBackend):
 
         backend = self
         if native is not None and native != self.native:
-            backend = CpuBackend(self.overflow, self.subnormals, native=native)
+            gemm_inputs = self.gemm_inputs.name if self.gemm_inputs else None
+            backend = CpuBackend(self.overflow, self.subnormals, native=native, gemm_inputs=gemm_inputs)
         with emulated_autocast(lookup_policy(policy), backend):
             yield
 
     @override
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "native_autocast": self.native}
+        facts = {**super().describe(), "native_autocast": self.native}
+        if self.gemm_inputs is not None:  # a test option: reports of ordinary runs keep their shape
+            facts["gemm_inputs"] = self.gemm_inputs.name
+        return facts
+
+
+def format_of_name(name: object) -> Format | None:
+    """The format a gemm_inputs option names, or None when it names none."""
+    if not isinstance(name, str):
+        return None
+    try:
+        return format_of(name)
+    except MpxError:
+        return None
 
 
 def _load(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

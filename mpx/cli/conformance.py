@@ -31,6 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="backend(s) to run (default: every one mpx knows)",
     )
     add(
+        "--backend-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option for get_backend(NAME, KEY=VALUE) of every selected backend (repeatable; VALUE is JSON "
+        'where it parses, else a string), e.g. \'provider_options={"x": "1"}\'',
+    )
+    add(
         "--scenario",
         action="extend",
         nargs="+",
@@ -70,6 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add("--markdown", metavar="PATH", help="write the Markdown report")
     add("--junit", metavar="PATH", help="write JUnit XML (one testcase per case id)")
+    add(
+        "--exit-zero",
+        action="store_true",
+        help="exit 0 even when cases fail (report-only runs); default: exit 1 on a fail, error, crash, timeout, "
+        "downcast or an unavailable --backend",
+    )
     add("--quiet", action="store_true", help="no progress bar and no summary")
     parser.set_defaults(run=run)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
@@ -98,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from mpx.conformance.output_paths import check_writable
     from mpx.conformance.scenarios import select_formats, select_scenarios
     from mpx.conformance.suite import Selection, run_suite
+    from mpx.conformance.verdict import exit_code, failures, parse_backend_options
 
     scenarios = select_scenarios(args.scenario)
     formats = select_formats(args.format)
@@ -105,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format and any(f.name == "fp8_e4m3" for f in formats) and FP8_E5M2 not in formats:
         case_formats.append(FP8_E5M2)  # the fp8-hybrid column's backward GEMMs are e5m2
     cases = generate(case_formats, args.op, args.case)
+    options = parse_backend_options(args.backend_option)
     if args.timeout is not None and args.timeout <= 0:
         raise ConformanceError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     if args.timeout is not None and args.isolate is False:
@@ -117,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     for kind, path in outputs.items():
         check_writable(path, f"{kind} report")
     isolate = True if args.timeout is not None and args.isolate is None else args.isolate
-    selection = Selection(args.backend, scenarios, formats, cases, isolate, args.timeout or 60.0, args.workers)
+    selection = Selection(args.backend, scenarios, formats, cases, isolate, args.timeout or 60.0, args.workers, options)
     interactive = sys.stderr.isatty() and not args.quiet
     report = _run_with_progress(selection, run_suite) if interactive else run_suite(selection)
     writers = _writers()
@@ -129,7 +145,11 @@ def run(args: argparse.Namespace) -> int:
         print_summary(report)
         for kind, path in outputs.items():
             print(f"{kind} report: {path}")
-    return 0
+    code = 0 if args.exit_zero else exit_code(report, args.backend)
+    if code and not args.quiet:
+        for line in failures(report, args.backend):
+            print(f"mpx conformance: {line}", file=sys.stderr)
+    return code
 
 
 def _run_with_progress(selection: Any, run_suite: Callable[..., Any]) -> Any:
