@@ -78,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add("--markdown", metavar="PATH", help="write the Markdown report")
     add("--junit", metavar="PATH", help="write JUnit XML (one testcase per case id)")
+    add("--repro", metavar="DIR", help="write a repro bundle per failing case into DIR (ONNX test layout for onnxrt)")
     add(
         "--exit-zero",
         action="store_true",
@@ -132,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
         outputs["html"] = DEFAULT_HTML
     for kind, path in outputs.items():
         check_writable(path, f"{kind} report")
+    if args.repro:
+        from mpx.conformance.repro import check_repro_dir
+
+        check_repro_dir(args.repro)
     isolate = True if args.timeout is not None and args.isolate is None else args.isolate
     selection = Selection(args.backend, scenarios, formats, cases, isolate, args.timeout or 60.0, args.workers, options)
     interactive = sys.stderr.isatty() and not args.quiet
@@ -139,6 +144,12 @@ def run(args: argparse.Namespace) -> int:
     writers = _writers()
     for kind, path in outputs.items():
         write_atomic(path, writers[kind](report))
+    if args.repro:
+        from mpx.conformance.repro import write_bundles
+
+        bundles = write_bundles(report, args.repro, options)
+        if not args.quiet:
+            print(f"repro bundles: {len(bundles)} in {args.repro}")
     if not args.quiet:
         from mpx.conformance.render.terminal import print_summary
 
