@@ -194,7 +194,8 @@ def _generic_step(
     parameters and state per step: the price of no sync; fused optimizers avoid it).
     """
     for param, grad in grads.items():
-        param.grad = grad if grad.dtype == param.dtype else grad.to(param.dtype)
+        if param.grad is not grad:  # fp32 parameters: unscaled in place already
+            param.grad = grad if grad.dtype == param.dtype else grad.to(param.dtype)
     if skip.device.type in HOST_DEVICES:
         if not bool(skip):
             optimizer.step()

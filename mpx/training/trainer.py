@@ -124,6 +124,8 @@ class MixedPrecision:
         self.fp32_regions = install_fp32_regions(kept_modules, torch.device(self.backend.device).type)
         self.master_weights = MasterWeights(optimizer, enabled=master_weights)
         self.master_weights.install()
+        # (parameter, fp32 master) pairs that need a cast back after each step: none when every parameter is fp32
+        self._cast_pairs = [(param, master) for param, master in self.master_weights.pairs if master is not param]
         self._grad_buffers: dict[torch.nn.Parameter, torch.Tensor | None] = {}
         if state_formats.grads != FP32:
             for param, target in self.master_weights.pairs:
@@ -198,7 +200,8 @@ class MixedPrecision:
         skip = found_inf.reshape(()) > 0
         scale = self.scaler.loss_scale.clone()
         self.backend.masked_step(self.optimizer, self._unscaled, skip, self.state_formats)
-        self.backend.cast_back(self.master_weights.pairs)
+        if self._cast_pairs:
+            self.backend.cast_back(self._cast_pairs)
         self.scaler.update(found_inf)
         self.skipped_steps += skip
         for master in self.master_weights.masters:
