@@ -9,16 +9,21 @@ import os
 import tempfile
 from pathlib import Path
 
+from mpx._io import WriteError, check_target
 from mpx.errors import ConformanceError
 
 
 def check_writable(path: str | Path, what: str = "report") -> Path:
     """Fail now, before any case runs, if `path` cannot be written."""
     target = Path(path)
-    if target.is_dir():
+    if not os.path.islink(target) and target.is_dir():
         raise ConformanceError(
             f"{what} path {str(target)!r} is a directory; give a file name such as {str(target / 'report')!r}"
         )
+    try:  # the writers' rules: no devices, FIFOs or other special files, no symlinks
+        check_target(target, what=what)
+    except WriteError as error:
+        raise ConformanceError(str(error)) from None
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise ConformanceError(

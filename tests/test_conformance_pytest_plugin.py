@@ -58,8 +58,9 @@ def test_a_failing_case_fails_its_item_with_status_and_detail(pytester, fresh_re
                 yield mpx.BackendSpec(name="offbyone", factory=lambda **o: OffByOne(**o))
 
         def pytest_configure(config):
+            from mpx.plugins import bounded
             from mpx.plugins.manager import registry
-            registry()._collect("conftest:offbyone", Plugin().mpx_backends)
+            registry()._collect("conftest:offbyone", bounded.here(lambda: list(Plugin().mpx_backends())))
             registry().sources["offbyone"] = "mpx-precision:offbyone"  # run in-process, as a built-in would
         """
     )

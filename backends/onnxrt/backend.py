@@ -16,6 +16,7 @@ from mpx.ops.spec import OpSpec, Pass
 from mpx.plugins.backend import Backend, Shapes, Support, Tensors
 
 from .graph import BuiltGraph, boundary_dtype, build_graph, output_dtypes
+from .native_log import run_options
 from .placement import GraphUnsupported, Placement, place
 from .providers import default_provider, normalize_options, probe, target
 from .semantics import Semantics, measure, summarize
@@ -61,7 +62,7 @@ class OnnxRuntimeBackend(Backend):
         # (op, format, pass, shapes or None) -> (input shapes, gradient shapes), or why the shapes do not fit
         self._shapes: dict[tuple[Any, ...], tuple[Shapes, Shapes] | Support] = {}
         self._ready: dict[tuple[Any, ...], CompiledGraph] = {}  # (op id, format, pass, *shapes) -> plain forward graphs
-        self._run_options = _run_options()
+        self._run_options = run_options()  # the error is raised as OpError
 
     # -- measured semantics -------------------------------------------------------------------------
     @property
@@ -245,15 +246,6 @@ class OnnxRuntimeBackend(Backend):
         ]
         source = library.source if library else None
         return {"plugin_ep": {"library": library.path if library else None, "source": source, "devices": devices}}
-
-
-def _run_options() -> Any:
-    """Run options that keep onnxruntime's per-run error log off stderr (the error is raised as OpError)."""
-    import onnxruntime as ort
-
-    options = ort.RunOptions()
-    options.log_severity_level = 4
-    return options
 
 
 def _to_numpy(tensor: torch.Tensor, dtype: Any) -> np.ndarray:

@@ -13,6 +13,8 @@ from onnx import TensorProto, helper
 
 from mpx.errors import BackendUnavailableError
 
+from .native_log import FATAL
+
 FLOAT, DOUBLE, INT64, BOOL = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64, TensorProto.BOOL
 FLOAT16 = TensorProto.FLOAT16
 PREFERRED_OPSETS = (21, 20, 19, 18)  # 18: axes of Reduce* as inputs; 19: fp8 Cast with `saturate`
@@ -24,13 +26,17 @@ def model_versions() -> tuple[int, int]:
     import onnxruntime as ort
 
     errors = []
+    quiet = ort.SessionOptions()
+    quiet.log_severity_level = FATAL  # a model too new for this build is an expected answer, raised, not logged
     for opset in PREFERRED_OPSETS:
         for ir_version in range(onnx.IR_VERSION, 7, -1):
             builder = GraphBuilder("probe", versions=(ir_version, opset))
             x = builder.input("x", FLOAT, (1,))
             builder.output(builder.node("Identity", [x]), FLOAT)
             try:
-                ort.InferenceSession(builder.model().SerializeToString(), providers=["CPUExecutionProvider"])
+                ort.InferenceSession(
+                    builder.model().SerializeToString(), quiet, providers=["CPUExecutionProvider"], enable_fallback=0
+                )
             except Exception as error:  # an IR version or opset too new for this build
                 errors.append(f"IR {ir_version}/opset {opset}: {str(error)[:120]}")
                 continue

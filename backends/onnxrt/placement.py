@@ -19,6 +19,7 @@ from onnx import TensorProto
 
 from mpx.plugins.backend import SupportStatus
 
+from .native_log import run_options
 from .providers import CPU, Options, Target, assigned_providers, create_session, session_options
 
 WIDER_THAN = {  # onnx element type -> the element types wider than it
@@ -125,7 +126,7 @@ def profile_nodes(
         sess_options.enable_profiling = True
         sess_options.profile_file_prefix = os.path.join(tmp, "profile")
         session = create_session(model.SerializeToString(), target, sess_options)
-        session.run(None, zero_feed(model))
+        session.run(None, zero_feed(model), run_options())
         with open(session.end_profiling()) as handle:
             events = json.load(handle)
     return session, node_events(events)

@@ -11,7 +11,7 @@ from mpx.errors import BackendUnavailableError, unknown_name_message
 
 from .distributions import import_problem
 from .ep_libraries import ENV
-from .native_log import captured_native_output
+from .native_log import ERROR, captured_native_output, run_options
 
 CPU = "CPUExecutionProvider"
 Options = tuple[tuple[str, str], ...]
@@ -97,7 +97,7 @@ def session_options(
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = ERROR
     if target.provider != CPU and not allow_fallback:
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     if can_record_assignment():
@@ -117,16 +117,23 @@ def create_session(model_bytes: bytes, target: Target, sess_options: Any) -> Any
     import onnxruntime as ort
 
     provider = target.provider
-    with captured_native_output() as log:
+    failure = None
+    with captured_native_output() as log:  # an EP's error while it starts is logged on fd 2 whatever the level
         try:
             if target.plugin:  # its devices are in sess_options; providers=[name] would not select it
-                session = ort.InferenceSession(model_bytes, sess_options)
+                session = ort.InferenceSession(model_bytes, sess_options, enable_fallback=0)
             else:
                 session = ort.InferenceSession(
-                    model_bytes, sess_options, providers=[provider], provider_options=[dict(target.options)]
+                    model_bytes,
+                    sess_options,
+                    providers=[provider],
+                    provider_options=[dict(target.options)],
+                    enable_fallback=0,  # no silent retry on the CPU EP, and no fallback banner printed on stdout
                 )
         except Exception as error:
-            raise RuntimeError(f"{_first_line(str(error))}{_log_hint(log.getvalue())}") from None
+            failure = _first_line(str(error))
+    if failure is not None:
+        raise RuntimeError(f"{failure}{_log_hint(log.getvalue())}")
     got = session.get_providers()
     if not got or got[0] != provider:
         raise RuntimeError(f"{provider} did not start, onnxruntime fell back to {got}{_log_hint(log.getvalue())}")
@@ -174,7 +181,7 @@ def probe(
     builder.output(builder.node("Add", [x, x]), FLOAT)
     try:
         session = create_session(builder.model().SerializeToString(), where, session_options(where))
-        result = session.run(None, {"x": np.arange(4, dtype=np.float32)})[0]
+        result = session.run(None, {"x": np.arange(4, dtype=np.float32)}, run_options())[0]
     except Exception as error:
         return f"{provider} does not work here: {error}"
     if result.tolist() != [0.0, 2.0, 4.0, 6.0]:

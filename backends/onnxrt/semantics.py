@@ -17,13 +17,13 @@ import torch
 from mpx.formats import FP32, Format
 
 from .builder import FLOAT, GraphBuilder
+from .native_log import run_options
 from .providers import (
     CPU,
     Options,
     Target,
     assigned_providers,
     can_record_assignment,
-    captured_native_output,
     create_session,
     session_options,
 )
@@ -78,8 +78,7 @@ def measure(fmt: Format, target: Target, config: Options) -> Semantics:
             # let nodes fall back where the build records placement, to say where the probe ran and what it saw
             allow = target.provider != CPU and can_record_assignment()
             session = create_session(model, target, session_options(target, config, allow_fallback=allow))
-            with captured_native_output():  # an EP that fails here logs to stderr; the error says it all
-                result = session.run(None, {"x": _probe_inputs(fmt, with_mul)})[0]
+            result = session.run(None, {"x": _probe_inputs(fmt, with_mul)}, run_options())[0]  # error: raised
         except Exception as error:
             reasons.append(f"{name}: {_essence(str(error))}")
             continue

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from html import escape
 
 from ..report import BackendReport, CaseResult
+from .sanitize import html as escape
 
 WIDTH, HEIGHT, PAD = 240, 120, 6
 FORMAT_COLOUR, FP32_COLOUR = "#1e88e5", "#9e9e9e"

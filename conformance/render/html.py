@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from html import escape
-
 from ..report import BackendReport, Report
 from ..status import Status
 from .curves import section as curves_section
 from .grid import cells, columns, format_ulp, problems, readiness, rows
+from .sanitize import html as escape
 
 
 def _status_rule(status: Status) -> str:
@@ -142,13 +141,13 @@ def _matrix(report: Report, backends: list[BackendReport], formats: list[str]) -
     out.append("</tr>")
     for op, pass_ in rows(report):
         out.append(
-            f"<tr class='row' data-op='{escape(op)}' data-pass='{pass_}'>"
-            f"<td class='op'>{escape(op)}</td><td>{pass_}</td>"
+            f"<tr class='row' data-op='{escape(op)}' data-pass='{escape(pass_)}'>"
+            f"<td class='op'>{escape(op)}</td><td>{escape(pass_)}</td>"
         )
         for backend in backends:
             for fmt in formats:
                 cell = grids[backend.name].get((op, pass_, fmt))
-                attrs = f"data-backend='{escape(backend.name)}' data-op='{escape(op)}' data-pass='{pass_}'"
+                attrs = f"data-backend='{escape(backend.name)}' data-op='{escape(op)}' data-pass='{escape(pass_)}'"
                 attrs += f" data-format='{escape(fmt)}'"
                 if cell is None:
                     out.append(f"<td class='none' {attrs}></td>")

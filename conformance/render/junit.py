@@ -12,6 +12,7 @@ from collections import Counter
 
 from ..report import BackendReport, Report
 from .grid import format_ulp
+from .sanitize import clean
 
 
 def render(report: Report) -> str:
@@ -27,7 +28,7 @@ def _suite(backend: BackendReport) -> ET.Element:
     kinds = Counter(case.status.junit for case in backend.cases)
     suite = ET.Element(
         "testsuite",
-        name=f"mpx-conformance.{backend.name}",
+        name=clean(f"mpx-conformance.{backend.name}"),
         tests=str(len(backend.cases) or 1),
         failures=str(kinds["failure"]),
         errors=str(kinds["error"]),
@@ -35,23 +36,24 @@ def _suite(backend: BackendReport) -> ET.Element:
         time=f"{sum(c.time_s for c in backend.cases):.3f}",
     )
     if not backend.available:
-        case = ET.SubElement(suite, "testcase", classname=f"mpx.{backend.name}", name="backend-available", time="0")
-        ET.SubElement(case, "skipped", message=f"backend not available: {backend.reason}")
+        classname = clean(f"mpx.{backend.name}")
+        case = ET.SubElement(suite, "testcase", classname=classname, name="backend-available", time="0")
+        ET.SubElement(case, "skipped", message=clean(f"backend not available: {backend.reason}"))
         return suite
     for result in backend.cases:
-        case = ET.SubElement(
-            suite, "testcase", classname=f"mpx.{backend.name}.{result.op}", name=result.id, time=f"{result.time_s:.4f}"
-        )
+        classname = clean(f"mpx.{backend.name}.{result.op}")
+        case = ET.SubElement(suite, "testcase", classname=classname, name=clean(result.id), time=f"{result.time_s:.4f}")
         properties = ET.SubElement(case, "properties")
         ET.SubElement(properties, "property", name="mpx-status", value=result.status.value)
         if result.max_error_ulp is not None:
             ET.SubElement(
                 properties, "property", name="max-error-ulp", value=format_ulp(result.max_error_ulp, digits=6)
             )
-        message = f"{result.status}: {result.detail}" if result.detail else result.status.value
+        detail = clean(result.detail)  # XML 1.0 characters only: an ANSI colour code would break the file
+        message = f"{result.status}: {detail}" if detail else result.status.value
         kind = result.status.junit
         if result.status.problem:  # <failure> or <error>
-            ET.SubElement(case, kind, message=message, type=result.status.value).text = result.detail
+            ET.SubElement(case, kind, message=message, type=result.status.value).text = detail
         elif kind == "skipped":
             ET.SubElement(case, "skipped", message=message)
     return suite

@@ -5,10 +5,8 @@ from __future__ import annotations
 from ..report import BackendReport, Report
 from ..status import Status
 from .grid import cells, columns, format_ulp, problems, readiness, rows
-
-
-def _escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+from .sanitize import markdown as _escape
+from .sanitize import markdown_code as _code
 
 
 def render(report: Report) -> str:
@@ -17,8 +15,9 @@ def render(report: Report) -> str:
     lines = [
         "# mpx conformance report",
         "",
-        f"mpx {meta.get('mpx')} · torch {meta.get('torch')} · onnxruntime {meta.get('onnxruntime')} · "
-        f"python {meta.get('python')} · {meta.get('machine', {}).get('arch', '')} · {meta.get('started', '')}",
+        f"mpx {_escape(meta.get('mpx'))} · torch {_escape(meta.get('torch'))} · "
+        f"onnxruntime {_escape(meta.get('onnxruntime'))} · python {_escape(meta.get('python'))} · "
+        f"{_escape(meta.get('machine', {}).get('arch', ''))} · {_escape(meta.get('started', ''))}",
         "",
     ]
     for backend in report.backends:
@@ -28,31 +27,33 @@ def render(report: Report) -> str:
 
 def _backend(backend: BackendReport, report: Report) -> list[str]:
     if not backend.available:
-        return [f"## {backend.name}", "", f"Not available: {_escape(backend.reason)}", ""]
+        return [f"## {_escape(backend.name)}", "", f"Not available: {_escape(backend.reason)}", ""]
     counts = backend.counts()
     facts = backend.description
     lines = [
-        f"## {backend.name}",
+        f"## {_escape(backend.name)}",
         "",
-        f"device {facts.get('device', '?')}, overflow {facts.get('overflow', '?')}, "
-        f"subnormals {facts.get('subnormals', '?')}; " + ", ".join(f"{counts[s]} {s}" for s in Status if counts[s]),
+        f"device {_escape(facts.get('device', '?'))}, overflow {_escape(facts.get('overflow', '?'))}, "
+        f"subnormals {_escape(facts.get('subnormals', '?'))}; "
+        + ", ".join(f"{counts[s]} {s}" for s in Status if counts[s]),
         "",
     ]
     if backend.scenarios:
         lines += _readiness(backend)
     grid = cells(backend)
     formats = columns(report)
-    lines += ["### Ops", "", "| op | pass | " + " | ".join(formats) + " |", "|---" * (len(formats) + 2) + "|"]
+    header = "| op | pass | " + " | ".join(_escape(f) for f in formats) + " |"
+    lines += ["### Ops", "", header, "|---" * (len(formats) + 2) + "|"]
     for op, pass_ in rows(report):
         row = [grid[(op, pass_, f)].status if (op, pass_, f) in grid else "" for f in formats]
-        lines.append(f"| {op} | {pass_} | " + " | ".join(row) + " |")
+        lines.append(f"| {_escape(op)} | {_escape(pass_)} | " + " | ".join(row) + " |")
     lines.append("")
     listed = problems(backend)
     if listed:
         lines += ["### Failures", "", "| case | status | max error (ulp) | detail |", "|---|---|---|---|"]
         for case in listed:
             error = format_ulp(case.max_error_ulp)
-            lines.append(f"| `{case.id}` | {case.status} | {error} | {_escape(case.detail)} |")
+            lines.append(f"| `{_code(case.id)}` | {case.status} | {error} | {_escape(case.detail)} |")
         lines.append("")
     return lines
 
@@ -63,7 +64,7 @@ def _readiness(backend: BackendReport) -> list[str]:
     lines = [
         "### Scenario readiness",
         "",
-        "| scenario | " + " | ".join(formats) + " |",
+        "| scenario | " + " | ".join(_escape(f) for f in formats) + " |",
         "|---" * (len(formats) + 1) + "|",
     ]
     for name, by_format in by_scenario.items():
@@ -71,16 +72,16 @@ def _readiness(backend: BackendReport) -> list[str]:
             ("ready" if by_format[f].ready else f"{by_format[f].coverage:.0%}") if f in by_format else ""
             for f in formats
         ]
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
+        lines.append(f"| {_escape(name)} | " + " | ".join(row) + " |")
     lines.append("")
     unmet = [s for s in backend.scenarios if s.missing]
     if unmet:
         lines += ["### Missing requirements", ""]
         for result in unmet:
-            lines.append(f"- **{result.scenario} / {result.format}** ({result.policy}):")
+            lines.append(f"- **{_escape(result.scenario)} / {_escape(result.format)}** ({_escape(result.policy)}):")
             for m in result.missing:
                 lines.append(
-                    f"  - `{m.op}` {m.format} {m.pass_}: {_escape(m.reason)}"
+                    f"  - `{_code(m.op)}` {_escape(m.format)} {_escape(m.pass_)}: {_escape(m.reason)}"
                     + (f" (needed for: {_escape(m.why)})" if m.why else "")
                 )
         lines.append("")

@@ -10,6 +10,7 @@ from rich.table import Table
 from ..report import BackendReport, Report
 from ..status import Status
 from .grid import format_ulp, problems, readiness
+from .sanitize import markup as _text
 
 MAX_LISTED = 25
 
@@ -19,7 +20,10 @@ def print_summary(report: Report, console: Console | None = None) -> None:
     console = console or (Console() if sys.stdout.isatty() else Console(width=120))
     for backend in report.backends:
         if not backend.available:
-            console.print(f"[bold]{backend.name}[/]: [bright_black]not available[/] - {backend.reason}")
+            console.print(
+                f"[bold]{_text(backend.name)}[/]: [bright_black]not available[/] - {_text(backend.reason)}",
+                highlight=False,
+            )
             continue
         _backend(console, backend)
 
@@ -28,10 +32,10 @@ def _backend(console: Console, backend: BackendReport) -> None:
     counts = backend.counts()
     tally = ", ".join(f"[{s.colour.terminal}]{counts[s]} {s}[/]" for s in Status if counts[s])
     facts = backend.description
-    semantics = f"overflow={facts.get('overflow', '?')}, subnormals={facts.get('subnormals', '?')}"
+    semantics = f"overflow={_text(facts.get('overflow', '?'))}, subnormals={_text(facts.get('subnormals', '?'))}"
     isolation = ", isolated" if backend.isolated else ""
     console.print(
-        f"[bold]{backend.name}[/] ({facts.get('device', '?')}, {semantics}{isolation}): "
+        f"[bold]{_text(backend.name)}[/] ({_text(facts.get('device', '?'))}, {semantics}{isolation}): "
         f"{len(backend.cases)} cases: {tally}"
     )
     if backend.scenarios:
@@ -39,8 +43,8 @@ def _backend(console: Console, backend: BackendReport) -> None:
     listed = problems(backend)
     for case in listed[:MAX_LISTED]:
         console.print(
-            f"  [{case.status.colour.terminal}]{case.status:8}[/] {case.id}"
-            f"{format_ulp(case.max_error_ulp, ' ({} ulp)')}: {case.detail}",
+            f"  [{case.status.colour.terminal}]{case.status:8}[/] {_text(case.id)}"
+            f"{format_ulp(case.max_error_ulp, ' ({} ulp)')}: {_text(case.detail)}",
             overflow="fold",
             markup=True,
             highlight=False,
@@ -52,10 +56,10 @@ def _backend(console: Console, backend: BackendReport) -> None:
 def readiness_table(backend: BackendReport) -> Table:
     """Scenario rows x format columns: 'ready', or the coverage and how many requirements are missing."""
     columns, by_scenario = readiness(backend)
-    table = Table(title=f"{backend.name}: scenario readiness", title_justify="left")
+    table = Table(title=f"{_text(backend.name)}: scenario readiness", title_justify="left")
     table.add_column("scenario", no_wrap=True)
     for column in columns:
-        table.add_column(column, justify="center")
+        table.add_column(_text(column), justify="center")
     for name, by_format in by_scenario.items():
         row = []
         for column in columns:
@@ -66,5 +70,5 @@ def readiness_table(backend: BackendReport) -> Table:
                 row.append("[green]ready[/]")
             else:
                 row.append(f"[red]{result.coverage:.0%}[/] ({len(result.missing)} missing)")
-        table.add_row(name, *row)
+        table.add_row(_text(name), *row)
     return table

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mpx.cli._table import print_table
+from mpx.cli._table import plain, print_table
 from mpx.plugins.manager import list_backends
 
 
@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(column, overflow="fold")
     for e in entries:
         mark = "[green]yes[/]" if e.available else "[red]no[/]"
-        table.add_row(e.name, mark, ", ".join(e.formats), e.source, e.reason or e.description)
+        cells = (e.name, ", ".join(e.formats), e.source, e.reason or e.description)
+        name, formats, source, text = (plain(cell) for cell in cells)  # a plugin's strings are not markup
+        table.add_row(name, mark, formats, source, text)
     print_table(table)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import threading
@@ -11,7 +12,7 @@ from typing import Any
 import pluggy
 
 from mpx.errors import BackendNotFoundError, BackendUnavailableError, MpxError, PluginError, unknown_name_message
-from mpx.plugins import hookspec
+from mpx.plugins import bounded, hookspec
 from mpx.plugins.backend import Backend
 from mpx.plugins.types import BackendSpec
 
@@ -49,16 +50,23 @@ class BackendRegistry:
     sources: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # plugin -> error
     conflicts: dict[str, list[str]] = field(default_factory=dict)  # backend name -> every source
+    hung: dict[str, str] = field(default_factory=dict)  # backend name -> why its unavailable() is not asked again
 
     @classmethod
     def discover(cls) -> BackendRegistry:
+        """Built-ins load in-process; external plugins' imports and hooks run bounded (mpx.plugins.bounded)."""
         manager = pluggy.PluginManager(hookspec.PROJECT)
         manager.add_hookspecs(hookspec)
         registry = cls()
-        for entry_point in _entry_points():
+        found = _entry_points()
+        loads = bounded.call_all({i: ep.load for i, ep in enumerate(found) if not _is_builtin(_source_of(ep))})
+        for index, entry_point in enumerate(found):
             source = _source_of(entry_point)
+            if index in loads and not loads[index].ok:
+                registry.failures[source] = f"failed to load: {loads[index].describe('its import')}"
+                continue
             try:
-                plugin = entry_point.load()
+                plugin = loads[index].value if index in loads else entry_point.load()
                 if manager.is_registered(plugin):
                     registry.failures[source] = f"entry point {entry_point.value!r} is already registered by another"
                     continue
@@ -70,17 +78,21 @@ class BackendRegistry:
                 registry.failures[source] = (
                     f"entry point {entry_point.value!r} defines no hook: decorate its mpx_backends() with @mpx.hookimpl"
                 )
-        for impl in manager.hook.mpx_backends.get_hookimpls():
-            registry._collect(impl.plugin_name, impl.function)
+        impls = manager.hook.mpx_backends.get_hookimpls()
+        external = {i: impl for i, impl in enumerate(impls) if not _is_builtin(impl.plugin_name)}
+        hooks = bounded.call_all({i: functools.partial(_specs_of, impl.function) for i, impl in external.items()})
+        for index, impl in enumerate(impls):
+            registry._collect(
+                impl.plugin_name,
+                hooks[index] if index in hooks else bounded.here(functools.partial(_specs_of, impl.function)),
+            )
         return registry
 
-    def _collect(self, source: str, hook: Any) -> None:
-        try:
-            result = hook()
-            specs = [result] if isinstance(result, BackendSpec) else list(result or ())
-        except Exception as error:
-            self.failures[source] = f"mpx_backends() raised {type(error).__name__}: {error}"
+    def _collect(self, source: str, outcome: bounded.Outcome) -> None:
+        if not outcome.ok:
+            self.failures[source] = f"mpx_backends() {outcome.describe('', 'raised ')}"
             return
+        specs = outcome.value
         bad = [s for s in specs if not isinstance(s, BackendSpec)]
         if bad:
             got = f"{type(bad[0]).__name__}: {bad[0]!r:.80}"
@@ -100,9 +112,17 @@ class BackendRegistry:
 
     def entries(self) -> list[BackendEntry]:
         entries = []
+        external = {n: s for n, s in self.specs.items() if not self.is_builtin(n) and n not in self.hung}
+        checks = bounded.call_all({n: functools.partial(_reason_unavailable, s) for n, s in external.items()})
+        reasons = {name: self._verdict(name, outcome) for name, outcome in checks.items()}
+        usable = {n: functools.partial(_with_details, s) for n, s in external.items() if reasons[n] is None}
+        details = {name: outcome.value for name, outcome in bounded.call_all(usable).items() if outcome.ok}
         for name, spec in sorted(self.specs.items()):
-            reason = _reason_unavailable(spec)
-            description = spec.description if reason else _with_details(spec)
+            reason = reasons[name] if name in reasons else self._reason(spec)
+            if reason or not self.is_builtin(name):
+                description = details.get(name, spec.description)
+            else:
+                description = _with_details(spec)
             entries.append(
                 BackendEntry(name, reason is None, reason or "", spec.formats, self.sources[name], description)
             )
@@ -111,6 +131,22 @@ class BackendRegistry:
         for source, error in sorted(self.failures.items()):
             entries.append(BackendEntry(source.rpartition(":")[2], False, error, (), source))
         return entries
+
+    def _reason(self, spec: BackendSpec, variant: str = "") -> str | None:
+        """Why `spec` cannot run here (None: it can); an external plugin's check is bounded."""
+        if self.is_builtin(spec.name):
+            return _reason_unavailable(spec, variant)
+        if spec.name in self.hung:
+            return self.hung[spec.name]
+        return self._verdict(spec.name, bounded.call(functools.partial(_reason_unavailable, spec, variant), spec.name))
+
+    def _verdict(self, name: str, outcome: bounded.Outcome) -> str | None:
+        if outcome.ok:
+            return outcome.value
+        if outcome.timed_out:
+            self.hung[name] = f"availability check {outcome.problem()}"
+            return self.hung[name]
+        return f"availability check failed: {outcome.problem()}"
 
     def _spec(self, name: str) -> tuple[BackendSpec, str]:
         """The spec and variant that `name` selects; raises the error a user should see for a bad name."""
@@ -139,16 +175,16 @@ class BackendRegistry:
             spec, variant = self._spec(name)
         except BackendUnavailableError as error:  # the plugin that provides it failed to load
             return str(error)
-        return _reason_unavailable(spec, variant)
+        return self._reason(spec, variant)
 
     def is_builtin(self, name: str) -> bool:
         """Whether backend `name` comes from mpx's own distribution (so it may run in-process)."""
-        return self.sources.get(name.partition(":")[0], "").startswith(f"{DISTRIBUTION}:")
+        return _is_builtin(self.sources.get(name.partition(":")[0], ""))
 
     def create(self, name: str, **options: Any) -> Backend:
         spec, variant = self._spec(name)
         base = spec.name
-        reason = _reason_unavailable(spec, variant)
+        reason = self._reason(spec, variant)
         if reason:
             raise BackendUnavailableError(f"backend {name!r} is not available: {reason}")
         if variant:
@@ -180,6 +216,16 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
             found.append(entry_point)
     # one distribution may be seen twice on sys.path (an editable install beside a test copy)
     return list({(ep.name, ep.value): ep for ep in found}.values())
+
+
+def _is_builtin(source: str) -> bool:
+    return source.startswith(f"{DISTRIBUTION}:")
+
+
+def _specs_of(hook: Any) -> list[Any]:
+    """What a plugin's mpx_backends() gives, as a list (a generator runs here, so it runs bounded too)."""
+    result = hook()
+    return [result] if isinstance(result, BackendSpec) else list(result or ())
 
 
 def _source_of(entry_point: importlib.metadata.EntryPoint) -> str:

@@ -10,7 +10,7 @@ from mpx.errors import PluginError
 from mpx.formats import FORMATS
 from mpx.formats import format as lookup_format
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # used with fullmatch: "$" would let a trailing newline through
 
 
 def _always_available(*_variant: str) -> str | None:
@@ -36,7 +36,7 @@ class BackendSpec:
     details: Callable[[], str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise PluginError(
                 f"backend name {self.name!r} is not valid: use lower-case letters, digits, '-', '_' or '.', "
                 "starting with a letter or digit (':' is reserved for variants such as onnxrt:<EP>)"

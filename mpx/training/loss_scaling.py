@@ -27,6 +27,18 @@ def _check_scale(value: Any, what: str = "loss scale") -> float:
     return value
 
 
+def _count(state: dict[str, Any], key: str, minimum: int, default: int | None = None) -> int:
+    """state[key] as an integer >= minimum (a whole float or 1-element tensor is accepted)."""
+    value = state.get(key, default)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise LossScaleError(f"scaler state {key!r} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
 class LossScaler:
     """Common protocol: scale(loss), unscale_(grads) -> found_inf, update(found_inf), state_dict()."""
 
@@ -85,7 +97,14 @@ class LossScaler:
             "_growth_tracker": 0,
         }
 
+    def check_state_dict(self, state: Any) -> None:
+        """Raise LossScaleError unless load_state_dict(state) would succeed; changes nothing."""
+        if not isinstance(state, dict):
+            raise LossScaleError(f"scaler state must be a dict, not {type(state).__name__}")
+        _check_scale(state.get("scale", self._init_scale))
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.check_state_dict(state)
         scale = _check_scale(state.get("scale", self._init_scale))
         self._init_scale = scale
         if self._scale is not None:
@@ -102,7 +121,8 @@ class NoOpLossScaler(LossScaler):
         return loss
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The scale stays 1 whatever the state says."""
+        """The scale stays 1 whatever the (well-formed) state says."""
+        self.check_state_dict(state)
 
 
 class StaticLossScaler(LossScaler):
@@ -203,8 +223,10 @@ class DynamicLossScaler(LossScaler):
             "_hysteresis_left": int(self._hysteresis_left.item()),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Accepts its own state_dict or torch.amp.GradScaler's; validates everything before changing anything."""
+    def _parse_state(self, state: Any) -> tuple[DynamicLossScaler, int, int]:
+        """The scaler `state` describes, its growth counter and hysteresis left; raises LossScaleError."""
+        if not isinstance(state, dict):
+            raise LossScaleError(f"scaler state must be a dict, not {type(state).__name__}")
         missing = [k for k in _GRAD_SCALER_KEYS if k not in state]
         if missing:
             raise LossScaleError(
@@ -214,16 +236,26 @@ class DynamicLossScaler(LossScaler):
             init_scale=state["scale"],
             growth_factor=state["growth_factor"],
             backoff_factor=state["backoff_factor"],
-            growth_interval=int(state["growth_interval"]),
+            growth_interval=_count(state, "growth_interval", 1),
             min_scale=state.get("min_scale", min(self.min_scale, _check_scale(state["scale"]))),
             max_scale=state.get("max_scale", max(self.max_scale, _check_scale(state["scale"]))),
-            hysteresis=int(state.get("hysteresis", self.hysteresis)),
+            hysteresis=_count(state, "hysteresis", 1, self.hysteresis),
         )
+        tracker = _count(state, "_growth_tracker", 0)
+        left = _count(state, "_hysteresis_left", 0, candidate.hysteresis)
+        return candidate, tracker, left
+
+    def check_state_dict(self, state: Any) -> None:
+        self._parse_state(state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Accepts its own state_dict or torch.amp.GradScaler's; validates everything before changing anything."""
+        candidate, tracker, left = self._parse_state(state)
         for name in ("growth_factor", "backoff_factor", "growth_interval", "min_scale", "max_scale", "hysteresis"):
             setattr(self, name, getattr(candidate, name))
         self._init_scale = candidate._init_scale
-        self._init_growth_tracker = int(state["_growth_tracker"])
-        self._init_hysteresis_left = int(state.get("_hysteresis_left", self.hysteresis))
+        self._init_growth_tracker = tracker
+        self._init_hysteresis_left = left
         if self._scale is not None and self._growth_tracker is not None and self._hysteresis_left is not None:
             self._scale.fill_(self._init_scale)
             self._growth_tracker.fill_(self._init_growth_tracker)

@@ -22,12 +22,14 @@ from mpx.formats import FP32
 from mpx.plugins.backend import Backend, TrainingBackend
 from mpx.policy import Policy
 from mpx.policy import policy as make_policy
+from mpx.training.call_order import CallOrder
 from mpx.training.keep_fp32 import ModuleSpec, install_fp32_regions, kept_parameters, resolve_keep_fp32
 from mpx.training.loss_scaling import LossScaler, make_scaler
 from mpx.training.master_weights import MasterWeights
 from mpx.training.model_dtypes import apply_params_format, default_loss_scale
 from mpx.training.optimizer_step import has_own_update
 from mpx.training.state_formats import FP32_STATE, StateFormats
+from mpx.training.state_validation import check_trainer_state
 
 logger = logging.getLogger("mpx")
 
@@ -137,6 +139,7 @@ class MixedPrecision:
         self._unscaled: dict[torch.Tensor, torch.Tensor] | None = None
         self._found_inf: torch.Tensor | None = None
         self._last: StepResult | None = None
+        self._order = CallOrder()  # READY -> SCALED -> UNSCALED -> step(): raises on an order that breaks the math
 
     def _move_grad_to_buffer(self, param: torch.Tensor) -> None:
         buffer = self._grad_buffers[param]
@@ -151,26 +154,32 @@ class MixedPrecision:
         return self.backend.autocast(self.policy)
 
     def backward(self, loss: torch.Tensor) -> None:
-        """(loss * scale).backward(); call once per micro-batch to accumulate gradients."""
+        """(loss * scale).backward(); call once per micro-batch to accumulate gradients, all before unscale_()."""
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise TrainingInputError("backward needs the scalar loss tensor (reduce it with .mean() or .sum() first)")
         if not loss.requires_grad:
             raise TrainingInputError("the loss does not require grad: compute it from the model's output")
-        self._unscaled = None
+        self._order.before_backward()
         self.scaler.scale(loss.float()).backward()
+        self._order.after_backward()
+
+    def _sources(self) -> dict[torch.Tensor, torch.Tensor]:
+        """The accumulated gradients (parameter's .grad or its buffer) keyed by the tensor the optimizer updates."""
+        grads = {
+            t: self._grad_buffers.get(p) if p in self._grad_buffers else p.grad for p, t in self.master_weights.pairs
+        }
+        return {target: grad for target, grad in grads.items() if grad is not None}
 
     def _gradients(self) -> dict[torch.Tensor, torch.Tensor]:
         """fp32 gradients keyed by the tensor the optimizer updates (fp32 copies of low-precision ones)."""
-        grads: dict[torch.Tensor, torch.Tensor] = {}
-        for param, target in self.master_weights.pairs:
-            grad = self._grad_buffers.get(param) if param in self._grad_buffers else param.grad
-            if grad is None:
-                continue
-            grads[target] = grad.float()
-        return grads
+        return {target: grad.float() for target, grad in self._sources().items()}
 
     def unscale_(self) -> torch.Tensor:
-        """Divide this step's gradients by the scale (once) and return found_inf (device, 1.0 on overflow)."""
+        """Divide this step's gradients by the scale (once) and return found_inf (device, 1.0 on overflow).
+
+        Raises TrainingInputError with no gradients to unscale (no backward() since the last step()).
+        """
+        self._order.before_unscale(self._sources().values())
         if self._unscaled is None or self._found_inf is None:
             grads = self._gradients()
             scale = self.scaler.loss_scale
@@ -180,6 +189,7 @@ class MixedPrecision:
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(found_inf, op=torch.distributed.ReduceOp.MAX, group=self.process_group)
             self._unscaled, self._found_inf = grads, found_inf
+            self._order.after_unscale()
         return self._found_inf
 
     def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
@@ -194,7 +204,10 @@ class MixedPrecision:
         return total
 
     def step(self) -> StepResult:
-        """Unscale, check overflow, masked optimizer update, cast back, update the scale: no host sync."""
+        """Unscale, check overflow, masked optimizer update, cast back, update the scale: no host sync.
+
+        Raises TrainingInputError when there is nothing to step: no gradient, or only those the last step() used.
+        """
         found_inf = self.unscale_()
         assert self._unscaled is not None
         skip = found_inf.reshape(()) > 0
@@ -207,6 +220,7 @@ class MixedPrecision:
         for master in self.master_weights.masters:
             master.grad = None
         self._unscaled, self._found_inf = None, None
+        self._order.after_step(self._sources().values())
         self._last = StepResult(skip, scale)
         return self._last
 
@@ -216,6 +230,7 @@ class MixedPrecision:
         for param in self._grad_buffers:
             self._grad_buffers[param] = None
         self._unscaled, self._found_inf = None, None
+        self._order.reset()
 
     def scheduler_step(self, scheduler: Any) -> bool:
         """Advance an LR scheduler unless the last step was skipped.
@@ -246,15 +261,9 @@ class MixedPrecision:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what state_dict() saved; checks shapes first, so a mismatch changes nothing."""
-        missing = [k for k in ("scaler", "masters", "optimizer", "skipped_steps") if k not in state]
-        if missing:
-            raise MasterWeightError(f"not a MixedPrecision state_dict: lacks {', '.join(missing)}")
+        """Restore what state_dict() saved; checks every tensor first, so a mismatch changes nothing."""
+        check_trainer_state(self, state, MasterWeightError)
         masters = self.master_weights.masters
-        if len(state["masters"]) != len(masters) or any(
-            a.shape != b.shape for a, b in zip(state["masters"], masters, strict=True)
-        ):
-            raise MasterWeightError("the saved master weights do not match this model's low-precision parameters")
         self.scaler.load_state_dict(state["scaler"])
         self.optimizer.load_state_dict(state["optimizer"])
         with torch.no_grad():
