@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -42,11 +42,14 @@ class CallOrder:
     def after_backward(self) -> None:
         self.stage = Stage.SCALED
 
-    def before_unscale(self, grads: Iterable[torch.Tensor]) -> None:
-        """Raise unless there are gradients this step has not used yet (from backward(), or a plain .backward())."""
+    def before_unscale(self, grads: Callable[[], Iterable[torch.Tensor]]) -> None:
+        """Raise unless there are gradients this step has not used yet (from backward(), or a plain .backward()).
+
+        `grads` is called only when no backward() of this trainer ran since the last step (a plain .backward()).
+        """
         if self.stage is not Stage.READY:
             return
-        grads = list(grads)
+        grads = list(grads())
         if not grads:
             raise TrainingInputError(
                 "step() with no gradients: call backward(loss) first (no parameter has a gradient; "

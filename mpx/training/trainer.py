@@ -179,7 +179,7 @@ class MixedPrecision:
 
         Raises TrainingInputError with no gradients to unscale (no backward() since the last step()).
         """
-        self._order.before_unscale(self._sources().values())
+        self._order.before_unscale(lambda: self._sources().values())
         if self._unscaled is None or self._found_inf is None:
             grads = self._gradients()
             scale = self.scaler.loss_scale
