@@ -227,3 +227,27 @@ def _mode_for(target: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def check_writable(path: str | os.PathLike[str], what: str = "file") -> Path:
+    """Fail now, before any work, if `path` cannot be written (WriteError, one line naming the fix)."""
+    target = Path(path)
+    if not os.path.islink(target) and target.is_dir():
+        raise WriteError(
+            f"{what} path {str(target)!r} is a directory; give a file name such as {str(target / 'report')!r}"
+        )
+    check_target(target, what=what)  # the writers' rules: no devices, FIFOs or other special files, no symlinks
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise WriteError(f"cannot write {what} {str(target)!r}: folder {str(parent)!r} does not exist; create it first")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise WriteError(
+            f"cannot write {what} {str(target)!r}: {error.strerror or error}; choose a writable path"
+        ) from None
+    if target.exists() and not os.access(target, os.W_OK):
+        raise WriteError(f"cannot write {what} {str(target)!r}: the file is read-only; choose another path")
+    return target

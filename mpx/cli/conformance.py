@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +14,7 @@ from mpx.errors import ConformanceError
 from mpx.formats import FP8_E5M2
 
 DEFAULT_HTML = "mpx-conformance.html"
+REPORT_KINDS = ("json", "html", "markdown", "junit")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -122,13 +125,20 @@ def run(args: argparse.Namespace) -> int:
         case_formats.append(FP8_E5M2)  # the fp8-hybrid column's backward GEMMs are e5m2
     cases = generate(case_formats, args.op, args.case)
     options = parse_backend_options(args.backend_option)
-    if args.timeout is not None and args.timeout <= 0:
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise ConformanceError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     if args.timeout is not None and args.isolate is False:
         raise ConformanceError("--timeout needs cases in child processes; drop --no-isolate (or drop --timeout)")
     if args.workers < 1:
         raise ConformanceError(f"--workers must be at least 1, not {args.workers}")
-    outputs = {kind: getattr(args, kind) for kind in ("json", "html", "markdown", "junit") if getattr(args, kind)}
+    outputs = {kind: getattr(args, kind) for kind in REPORT_KINDS if getattr(args, kind) is not None}
+    empty = [kind for kind, path in outputs.items() if not path.strip()]
+    if empty:
+        raise ConformanceError(f"--{empty[0]} got an empty path; give a file name")
+    resolved = [os.path.abspath(path) for path in outputs.values()]
+    same = [path for path in outputs.values() if resolved.count(os.path.abspath(path)) > 1]
+    if same:
+        raise ConformanceError(f"two reports would be written to {same[0]!r}; give each report its own path")
     if not outputs:
         outputs["html"] = DEFAULT_HTML
     for kind, path in outputs.items():

@@ -6,7 +6,8 @@ import argparse
 import json
 from dataclasses import asdict
 
-from mpx._io import atomic_write_text
+from mpx._io import atomic_write_text, check_writable
+from mpx.cli._arguments import output_path, positive_integer, positive_number, seed
 from mpx.errors import MpxError
 from mpx.policy import PRESETS
 
@@ -27,9 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PRESET",
         help=f"precision policy: {', '.join(PRESETS)} or 'params=..,compute=..,output=..'",
     )
-    parser.add_argument("--steps", type=int, default=200, help="optimizer steps (default 200)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data, weights and batch order")
-    parser.add_argument("--json", metavar="PATH", help="write the summary as JSON (key final_loss, ...)")
+    parser.add_argument("--steps", type=positive_integer, default=200, help="optimizer steps (default 200)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of data, weights and batch order")
+    parser.add_argument(
+        "--json", type=output_path, metavar="PATH", help="write the summary as JSON (key final_loss, ...)"
+    )
     parser.add_argument("--compare-fp32", action="store_true", help="also train in fp32 on the same seed")
     parser.add_argument(
         "--no-master-weights",
@@ -48,9 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="fp32",
         help="optimizer state: fp32, or lean (bf16 grads and Adam m, fp32 v: 12 bytes/param)",
     )
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--hidden", type=int, default=128, help="hidden width of the MLP")
+    parser.add_argument("--lr", type=positive_number, default=1e-3, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--batch-size", type=positive_integer, default=128)
+    parser.add_argument("--hidden", type=positive_integer, default=128, help="hidden width of the MLP")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -62,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     from mpx.training.synthetic import train
 
+    if args.json:
+        check_writable(args.json, "--json summary")  # before training, not after
     options = dict(
         steps=args.steps,
         seed=args.seed,
