@@ -9,14 +9,13 @@ Cases are deterministic from their id, so the inputs are prepared again here: th
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mpx._io import probe_folder
 from mpx.errors import ConformanceError
 from mpx.formats import format as lookup_format
 from mpx.ops import get_op
@@ -100,9 +99,7 @@ def check_repro_dir(path: str | Path) -> Path:
         raise ConformanceError(f"--repro {str(target)!r} is a file, not a folder; give a folder for the bundles")
     try:
         target.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".mpx-repro.", suffix=".probe", dir=target)
-        os.close(handle)
-        os.unlink(probe)
+        probe_folder(target, ".mpx-repro.")
     except OSError as error:
         raise ConformanceError(
             f"cannot write repro bundles in {str(target)!r}: {error.strerror or error}; choose a writable folder"

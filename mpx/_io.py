@@ -241,9 +241,7 @@ def check_writable(path: str | os.PathLike[str], what: str = "file") -> Path:
     if not parent.is_dir():
         raise WriteError(f"cannot write {what} {str(target)!r}: folder {str(parent)!r} does not exist; create it first")
     try:
-        handle, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=parent)
-        os.close(handle)
-        os.unlink(probe)
+        probe_folder(parent, f".{target.name}.")
     except OSError as error:
         raise WriteError(
             f"cannot write {what} {str(target)!r}: {error.strerror or error}; choose a writable path"
@@ -251,3 +249,10 @@ def check_writable(path: str | os.PathLike[str], what: str = "file") -> Path:
     if target.exists() and not os.access(target, os.W_OK):
         raise WriteError(f"cannot write {what} {str(target)!r}: the file is read-only; choose another path")
     return target
+
+
+def probe_folder(folder: Path, prefix: str = ".mpx.") -> None:
+    """Create and remove a file in `folder`: raises the OSError a real write there would meet."""
+    handle, probe = tempfile.mkstemp(prefix=prefix, suffix=".probe", dir=folder)
+    os.close(handle)
+    os.unlink(probe)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-from pathlib import Path
 
 import pytest
+from test_house import find_cycle, imports_of, source_modules
 
 import mpx
 import mpx.backends.onnxrt.graph as graph
 from mpx.ops import get_op
 from mpx.ops.definitions import FAMILIES
 from mpx.ops.registry import op_family
-
-BACKENDS = Path(graph.__file__).resolve().parents[2]  # the backends/ folder, installed as mpx.backends
 
 
 @pytest.mark.parametrize("op_name", sorted(graph.GRAPHS))
@@ -39,54 +36,8 @@ def test_an_op_without_a_graph_is_refused_with_its_name():
         graph.build_graph(unknown, mpx.format("fp32"), "forward", [(2,), (2,)])
 
 
-def _module_name(path: Path) -> str:
-    parts = ["mpx", "backends", *path.relative_to(BACKENDS).with_suffix("").parts]
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _imports(path: Path, modules: set[str]) -> set[str]:
-    """The modules of backends/ that `path` imports anywhere (module level, functions, TYPE_CHECKING)."""
-    name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package
-            for _ in range(node.level - 1):
-                base = base.rpartition(".")[0]
-            source = f"{base}.{node.module}" if node.level and node.module else (base if node.level else node.module)
-            found.add(source)
-            found.update(f"{source}.{alias.name}" for alias in node.names)
-    return {module for module in found if module in modules and module != name}
-
-
-def _cycle(graph_of: dict[str, set[str]]) -> list[str] | None:
-    done: set[str] = set()
-
-    def visit(module: str, path: list[str]) -> list[str] | None:
-        if module in path:
-            return path[path.index(module) :] + [module]
-        if module in done:
-            return None
-        for imported in sorted(graph_of[module]):
-            cycle = visit(imported, [*path, module])
-            if cycle:
-                return cycle
-        done.add(module)
-        return None
-
-    for module in sorted(graph_of):
-        cycle = visit(module, [])
-        if cycle:
-            return cycle
-    return None
-
-
 def test_no_module_of_backends_imports_itself_through_others():
-    files = sorted(BACKENDS.rglob("*.py"))
-    modules = {_module_name(path) for path in files}
-    imports = {_module_name(path): _imports(path, modules) for path in files}
+    modules = {name: path for name, path in source_modules().items() if name.startswith("mpx.backends")}
+    imports = {name: imports_of(name, path, set(modules)) for name, path in modules.items()}
     assert imports["mpx.backends.onnxrt.graph"] >= {"mpx.backends.onnxrt.graph.gemm"}, "the scan sees imports"
-    assert _cycle(imports) is None, " -> ".join(_cycle(imports))
+    assert find_cycle(imports) is None, " -> ".join(find_cycle(imports))

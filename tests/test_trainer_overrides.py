@@ -99,7 +99,7 @@ def test_half_model_under_a_params_fp32_policy_gets_dynamic_scaling_and_a_warnin
     with mp.autocast():
         out = model(torch.randn(4, 8).half())
     mp.backward(out.float().mean() * 1e-6)  # a small loss: unscaled, its fp16 gradients would flush to zero
-    grads = [g for g in mp._gradients().values()]
+    grads = list(mp._sources().values())
     assert all(g.abs().sum() > 0 for g in grads)
 
 

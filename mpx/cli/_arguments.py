@@ -19,24 +19,23 @@ def positive_number(text: str) -> float:
     return value
 
 
-def positive_integer(text: str) -> int:
-    """An integer >= 1 (steps, batch size, widths, workers)."""
+def _integer(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
+
+
+def positive_integer(text: str) -> int:
+    """An integer >= 1 (steps, batch size, widths, workers)."""
+    if (value := _integer(text)) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
     return value
 
 
 def seed(text: str) -> int:
     """An integer in [0, 2**63): what torch.manual_seed accepts."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value < SEED_LIMIT:
+    if not 0 <= (value := _integer(text)) < SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"{text!r} must be an integer in [0, 2**63)")
     return value
 

@@ -170,10 +170,6 @@ class MixedPrecision:
         }
         return {target: grad for target, grad in grads.items() if grad is not None}
 
-    def _gradients(self) -> dict[torch.Tensor, torch.Tensor]:
-        """fp32 gradients keyed by the tensor the optimizer updates (fp32 copies of low-precision ones)."""
-        return {target: grad.float() for target, grad in self._sources().items()}
-
     def unscale_(self) -> torch.Tensor:
         """Divide this step's gradients by the scale (once) and return found_inf (device, 1.0 on overflow).
 
@@ -181,7 +177,9 @@ class MixedPrecision:
         """
         self._order.before_unscale(lambda: self._sources().values())
         if self._unscaled is None or self._found_inf is None:
-            grads = self._gradients()
+            sources = self._sources()
+            self._step_sources = list(sources.values())  # what after_step() records as spent
+            grads = {target: grad.float() for target, grad in sources.items()}  # fp32 copies of low-precision ones
             scale = self.scaler.loss_scale
             found_inf = torch.zeros(1, dtype=torch.float32, device=scale.device)
             inv_scale = torch.reciprocal(scale)
@@ -217,10 +215,10 @@ class MixedPrecision:
             self.backend.cast_back(self._cast_pairs)
         self.scaler.update(found_inf)
         self.skipped_steps += skip
-        for master in self.master_weights.masters:
+        for _, master in self._cast_pairs:
             master.grad = None
         self._unscaled, self._found_inf = None, None
-        self._order.after_step(self._sources().values())
+        self._order.after_step(self._step_sources)
         self._last = StepResult(skip, scale)
         return self._last
 
