@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import torch
 
 from .errors import FormatError, PolicyError, unknown_name_message
 from .formats import BF16, FORMATS, FP8_E4M3, FP8_E5M2, FP16, FP32, Format
@@ -49,6 +51,15 @@ class Policy:
             return self.backward if backward else self.compute
         # ops outside both autocast lists keep the activations' format; fp8 is a GEMM-only format
         return gemm_output_format(self.compute)
+
+    def fsdp_mixed_precision(self, reduce_dtype: object = "fp32", output_dtype: object = None) -> Any:
+        """FSDP2's MixedPrecisionPolicy for this policy: param_dtype = compute, reduce_dtype fp32 unless asked.
+
+        Pass it to `torch.distributed.fsdp.fully_shard(module, mp_policy=...)`; formats by name, Format or dtype.
+        """
+        from mpx.distributed.fsdp import fsdp_policy
+
+        return fsdp_policy(self, _dtype_of(reduce_dtype), _dtype_of(output_dtype))
 
     def __str__(self) -> str:
         spec = f"params={self.params},compute={self.compute},output={self.output}"
@@ -109,6 +120,20 @@ def policy(spec: str | Policy) -> Policy:
     params = fields.get("params", FP32)
     parsed = Policy(params, fields.get("compute", params), fields.get("output", params), fields.get("grads"))
     return next((p for p in PRESETS.values() if _same_formats(p, parsed)), parsed)
+
+
+def _dtype_of(value: object) -> torch.dtype | None:
+    """A torch dtype from a format name, a Format or a dtype (None stays None)."""
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, Format):
+        return value.torch_dtype
+    if isinstance(value, str):
+        try:
+            return lookup_format(value).torch_dtype
+        except FormatError:
+            pass
+    raise PolicyError(f"expected a format name such as 'fp32', a Format or a torch dtype, not {value!r}")
 
 
 def _same_formats(a: Policy, b: Policy) -> bool:

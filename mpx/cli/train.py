@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from mpx._io import atomic_write_text, check_writable
 from mpx.cli._arguments import output_path, positive_integer, positive_number, seed
 from mpx.errors import MpxError
 from mpx.policy import PRESETS
+
+if TYPE_CHECKING:  # a type only: the CLI parses arguments without importing torch
+    from mpx.training.synthetic import TrainSummary
 
 
 def _loss_scale(text: str) -> str | float:
@@ -55,6 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_integer, default=128)
     parser.add_argument("--hidden", type=positive_integer, default=128, help="hidden width of the MLP")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--nproc", type=positive_integer, default=1, help="local ranks to train on (default 1)")
+    parser.add_argument(
+        "--parallel",
+        choices=("ddp", "fsdp"),
+        help="with --nproc N or under torchrun: data-parallel (DistributedDataParallel) or sharded (FSDP2)",
+    )
+    parser.add_argument("--dist-backend", choices=("gloo", "nccl"), help="default: nccl for cuda, else gloo")
     parser.set_defaults(run=run)
 
 
@@ -76,13 +87,18 @@ def run(args: argparse.Namespace) -> int:
         loss_scale=args.loss_scale,
         state_recipe=args.state_formats,
     )
-    summary = train(
-        args.backend,
-        args.precision,
-        master_weights=not args.no_master_weights,
-        progress=not args.no_progress,
-        **options,
-    )
+    if args.nproc > 1 or args.parallel:
+        summary = _distributed(args, options)
+        if summary is None:
+            return 0  # a rank other than 0 under torchrun: rank 0 reports
+    else:
+        summary = train(
+            args.backend,
+            args.precision,
+            master_weights=not args.no_master_weights,
+            progress=not args.no_progress,
+            **options,
+        )
     fp32 = train(args.backend, "fp32", progress=not args.no_progress, **options) if args.compare_fp32 else None
     title = f"mpx train: {summary.precision} on {summary.backend}, {summary.steps} steps, seed {summary.seed}"
     table = Table(title=title)
@@ -97,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("step time", f"{summary.step_time_ms:.2f} ms")
     table.add_row("bytes / parameter", f"{summary.bytes_per_param:.2f}")
     table.add_row("master weights", "yes" if summary.master_weights else "no")
+    if summary.world_size > 1:
+        table.add_row("ranks", f"{summary.world_size} ({summary.parallel})")
     Console().print(table)
     if args.json:
         result = asdict(summary)
@@ -107,3 +125,18 @@ def run(args: argparse.Namespace) -> int:
         except OSError as error:
             raise MpxError(f"cannot write --json {args.json}: {error.strerror}") from error
     return 0
+
+
+def _distributed(args: argparse.Namespace, options: dict) -> TrainSummary | None:
+    """--nproc N local ranks, or this process as the rank torchrun started; None on ranks other than 0."""
+    from mpx.distributed import launch
+
+    if args.no_master_weights:
+        raise MpxError("--no-master-weights trains one process only; drop it or --nproc/--parallel")
+    parallel = args.parallel or "ddp"
+    dist_backend = args.dist_backend or launch.default_dist_backend(args.backend)
+    options = dict(options, backend=args.backend, precision=args.precision, parallel=parallel)
+    if launch.under_torchrun() and args.nproc == 1:
+        return launch.torchrun_training(dist_backend, **options)
+    launch.check_launch(args.nproc, dist_backend, parallel, args.precision, args.batch_size)
+    return launch.spawn_training(args.nproc, dist_backend, **options)

@@ -10,7 +10,9 @@ import torch
 
 from mpx import _io
 from mpx.errors import CheckpointError
-from mpx.training.state_validation import check_model_state, check_tensor, check_trainer_state
+from mpx.training import rng
+from mpx.training.safe_state import check_extras, read_payload
+from mpx.training.state_validation import check_model_state, check_trainer_state
 
 SCHEMA = "mpx-checkpoint/1"
 
@@ -31,31 +33,61 @@ def write_checkpoint_file(path: str | os.PathLike, payload: Any, *, follow_symli
 
 
 def save_checkpoint(
-    path: str | os.PathLike, model: torch.nn.Module, trainer: Any = None, step: int = 0, **extra: Any
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    trainer: Any = None,
+    step: int = 0,
+    *,
+    sharded: bool | None = None,
+    **extra: Any,
 ) -> Path:
-    """Model weights, the MixedPrecision state (scaler, masters, optimizer), step, torch's RNG state, `extra`."""
+    """Model weights, the MixedPrecision state (scaler, masters, optimizer), step, every RNG's state, `extra`.
+
+    `extra` must load with weights_only=True (checked now: CheckpointError names the offending key and type).
+    sharded: write a folder through torch.distributed.checkpoint, every rank its shards (None: when the model's
+    parameters are DTensors, as under FSDP2's fully_shard); call it on every rank then.
+    """
+    check_extras(extra)
+    if sharded is None:
+        from mpx.distributed.fsdp import sharding_mesh
+
+        sharded = sharding_mesh(model) is not None
+    if sharded:
+        from mpx.distributed.sharded_checkpoint import save_sharded
+
+        return save_sharded(path, model, trainer, step, extra)
     payload = {
         "schema": SCHEMA,
         "step": step,
         "model": model.state_dict(),
         "trainer": trainer.state_dict() if trainer is not None else None,
-        "rng": torch.get_rng_state(),
+        "rng": rng.capture(),
         "extra": extra,
     }
     return write_checkpoint_file(path, payload)
 
 
 def load_checkpoint(
-    path: str | os.PathLike, model: torch.nn.Module, trainer: Any = None, restore_rng: bool = True
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    trainer: Any = None,
+    restore_rng: bool = True,
+    *,
+    trusted: bool = False,
 ) -> dict[str, Any]:
-    """Restore what save_checkpoint wrote; returns the payload (its 'step' and 'extra' say where to go on)."""
+    """Restore what save_checkpoint wrote (a file, or a sharded folder on any number of ranks).
+
+    Returns the payload (its 'step' and 'extra' say where to go on). Files are read with weights_only=True:
+    pickled objects are refused unless `trusted=True` (only for files you trust: unpickling runs code).
+    """
     source = Path(path)
+    if source.is_dir():
+        from mpx.distributed.sharded_checkpoint import load_sharded
+
+        return load_sharded(source, model, trainer, restore_rng, trusted=trusted)
     if not source.is_file():
         raise CheckpointError(f"no checkpoint at {source}; pass the path save_checkpoint wrote")
-    try:
-        payload = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file
-        raise CheckpointError(f"{source} is not a readable mpx checkpoint: {error}") from error
+    payload = read_payload(source, trusted)
     if not isinstance(payload, dict) or payload.get("schema") != SCHEMA:
         raise CheckpointError(f"{source} is not an mpx checkpoint (no {SCHEMA!r} schema)")
     _check_payload(source, payload, model, trainer, restore_rng)
@@ -63,11 +95,13 @@ def load_checkpoint(
     if trainer is not None:
         trainer.load_state_dict(payload["trainer"])
     if restore_rng:
-        torch.set_rng_state(payload["rng"])
+        rng.restore(payload["rng"])
     return payload
 
 
-def _check_payload(source: Path, payload: dict[str, Any], model: torch.nn.Module, trainer: Any, rng: bool) -> None:
+def _check_payload(
+    source: Path, payload: dict[str, Any], model: torch.nn.Module, trainer: Any, restore_rng: bool
+) -> None:
     """Everything load_checkpoint will apply, checked against the live objects first: a mismatch changes nothing."""
     if trainer is not None and payload.get("trainer") is None:
         raise CheckpointError(f"{source} holds no trainer state; it was saved without a MixedPrecision")
@@ -75,7 +109,7 @@ def _check_payload(source: Path, payload: dict[str, Any], model: torch.nn.Module
         check_model_state(model, payload.get("model"), CheckpointError)
         if trainer is not None:
             check_trainer_state(trainer, payload["trainer"], CheckpointError)
-        if rng:
-            check_tensor("rng", payload.get("rng"), torch.get_rng_state(), CheckpointError)
+        if restore_rng:
+            rng.check(payload.get("rng"))
     except CheckpointError as error:
         raise CheckpointError(f"{source} does not fit: {error}") from None

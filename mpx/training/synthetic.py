@@ -35,6 +35,8 @@ class TrainSummary:
     bytes_per_param: float
     master_weights: bool
     loss_curve: list[float]
+    world_size: int = 1  # ranks of a distributed run (mpx train --nproc)
+    parallel: str = "none"  # ddp or fsdp when world_size > 1
 
 
 def make_task(seed: int, inputs: int = 32, samples: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from mpx.distributed.fsdp import check_sharded_policy, local_tensors, overflow_group, sharding_mesh
 from mpx.errors import (
     BackendUnavailableError,
     MasterWeightError,
@@ -117,7 +118,12 @@ class MixedPrecision:
                 "that needs fp32: keep master_weights=True, or use SGD/Adam/AdamW, which mpx updates in fp32"
             )
         self.model, self.optimizer, self.state_formats = model, optimizer, state_formats
-        self.process_group = process_group
+        self.mesh = sharding_mesh(model)  # FSDP2: fp32 sharded parameters are the masters; found_inf spans the mesh
+        if self.mesh is not None:
+            check_sharded_policy(self.policy, model)
+        self.process_group = (
+            overflow_group(self.mesh) if self.mesh is not None and process_group is None else process_group
+        )
         apply_params_format(model, self.policy, kept_parameters(kept_modules))
         default = default_loss_scale(self.policy, model)
         if explicit is None and default == "none" and self.policy.is_mixed:
@@ -183,7 +189,8 @@ class MixedPrecision:
             scale = self.scaler.loss_scale
             found_inf = torch.zeros(1, dtype=torch.float32, device=scale.device)
             inv_scale = torch.reciprocal(scale)
-            self.backend.unscale_and_check_(list(grads.values()), found_inf, inv_scale, self.saturation_limit)
+            local = local_tensors(grads.values())  # FSDP2: each rank checks its own gradient shards
+            self.backend.unscale_and_check_(local, found_inf, inv_scale, self.saturation_limit)
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(found_inf, op=torch.distributed.ReduceOp.MAX, group=self.process_group)
             self._unscaled, self._found_inf = grads, found_inf
