@@ -58,6 +58,7 @@ def op_cases(op: OpSpec, formats: Iterable[Format] = FORMATS) -> list[Case]:
         if op.supports_format(fmt)
         for pass_ in passes
         for input_class in op.input_classes
+        if op.defines(fmt, pass_, input_class)
     ]
 
 

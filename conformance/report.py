@@ -10,6 +10,7 @@ from typing import Any
 
 from mpx.errors import ConformanceError
 
+from .accuracy_tables import AccuracyTables
 from .status import STATUSES, Status
 
 SCHEMA = "mpx-conformance/1"
@@ -129,6 +130,7 @@ class BackendReport:
     isolated: bool = False
     cases: list[CaseResult] = field(default_factory=list)
     scenarios: list[ScenarioResult] = field(default_factory=list)
+    accuracy: AccuracyTables | None = None  # the exhaustive 16-bit accuracy tables (accuracy_tables.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,6 +141,7 @@ class BackendReport:
             "isolated": self.isolated,
             "cases": [c.to_dict() for c in self.cases],
             "scenarios": [s.to_dict() for s in self.scenarios],
+            "accuracy": self.accuracy.to_dict() if self.accuracy is not None else None,
         }
 
     @classmethod
@@ -151,6 +154,7 @@ class BackendReport:
             data.get("isolated", False),
             [CaseResult.from_dict(c) for c in data.get("cases", ())],
             [ScenarioResult.from_dict(s) for s in data.get("scenarios", ())],
+            AccuracyTables.from_dict(data["accuracy"]) if data.get("accuracy") else None,
         )
 
     def counts(self) -> dict[Status, int]:

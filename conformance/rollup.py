@@ -1,9 +1,10 @@
 """Scenario roll-up: is a backend ready for a scenario in a format column, how far, and what is missing.
 
-A column's requirements are its op requirements (scenarios/*.toml `requires`) and its model-level cases
-(`models`: model/<model>/<format>/<training|inference> must pass) and, wherever they were run, the semantics
-measurements of the column's format: a declared overflow / subnormal behaviour that the device does not show
-(or that was measured off the device) leaves every column of that format not ready.
+A column's requirements are its op requirements (scenarios/*.toml `requires`), its model-level cases
+(`models`: model/<model>/<format>/<training|inference> must pass) and the semantics measurements of every
+format the column uses (its own and those its requirements resolve to, fp32 for losses and masters): a
+declared overflow / subnormal behaviour that the device does not show, that was measured off the device or
+not measured at all leaves every column using that format not ready.
 
 A requirement (op, format, pass) is met when every case of it passes -- natively or through a declared
 decomposition. `upcast` and `fallback` cases run with the right numbers but not in the asked format or not on
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 from mpx.ops import all_ops
 
-from .cases import SEMANTICS
+from .cases import SEMANTIC_PROPERTIES, SEMANTICS
 from .report import CaseResult, Missing, ScenarioResult
 from .scenarios import Requirement, Scenario
 from .status import Status, worst
@@ -73,8 +74,16 @@ def _column(
         if cases and all(c.status.runs for c in cases):
             runs += 1
         missing.append(Missing(requirement.op, fmt, requirement.pass_, requirement.why, reason))
-    missing += _semantics_missing(column, by_key)
-    total = len(requirements)
+    formats = dict.fromkeys([column, *(fmt for r, fmt in requirements if not r.op.startswith("model/"))])
+    semantics = [(fmt, prop) for fmt in formats for prop in SEMANTIC_PROPERTIES]
+    for fmt, prop in semantics:
+        reason = _semantics_unmet(fmt, prop, by_key)
+        if reason is None:
+            met += 1
+            runs += 1
+        else:
+            missing.append(Missing(SEMANTICS, fmt, prop, _SEMANTICS_WHY, reason))
+    total = len(requirements) + len(semantics)
     return ScenarioResult(
         scenario.name,
         column,
@@ -87,17 +96,17 @@ def _column(
     )
 
 
-def _semantics_missing(column: str, by_key: dict[tuple[str, str, str], list[CaseResult]]) -> list[Missing]:
-    """The semantics measurements of the column's format that did not confirm the declaration.
+def _semantics_unmet(fmt: str, prop: str, by_key: dict[tuple[str, str, str], list[CaseResult]]) -> str | None:
+    """None when the backend's declared overflow / subnormal behaviour in `fmt` was measured on its device.
 
-    Every reference of the format is rounded under the declared overflow / subnormal semantics: a mismatch
-    (or a measurement off the device) makes every scenario column of that format not ready.
+    Every reference in the format is rounded under the declaration, so it is a requirement of every column
+    that uses the format: a mismatch, a measurement off the device or no measurement leaves the column not ready.
     """
-    return [
-        Missing(SEMANTICS, column, case.input_class, _SEMANTICS_WHY, f"{case.status} in {case.id}: {case.detail}")
-        for case in by_key.get((SEMANTICS, column, "forward"), [])
-        if not case.status.passes and case.status is not Status.UNSUPPORTED
-    ]
+    cases = [c for c in by_key.get((SEMANTICS, fmt, "forward"), []) if c.input_class == prop]
+    if not cases:
+        return f"no {SEMANTICS}/{fmt}/{prop} case was run in this report"
+    case = cases[0]
+    return None if case.status.passes else f"{case.status} in {case.id}: {case.detail}"
 
 
 def _unmet_reason(requirement: Requirement, fmt: str, cases: list[CaseResult], known_ops: set[str]) -> str | None:

@@ -49,11 +49,28 @@ class ReferenceCache:
 
 
 def run_case(backend: Backend, case: Case, cache: ReferenceCache | None = None) -> CaseResult:
-    """Run one case; never raises: whatever goes wrong becomes the case's status and detail."""
+    """Run one case; never raises: whatever goes wrong becomes the case's status and detail.
+
+    A case is independent of the ones before it: the backend gets copies of the cached inputs (what it writes
+    into them reaches no later case or backend) and torch's default dtype and grad mode are restored after it.
+    """
+    dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
+    try:
+        return _run_case(backend, case, cache)
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+
+
+def _run_case(backend: Backend, case: Case, cache: ReferenceCache | None) -> CaseResult:
     if case.is_semantics:
         from .semantics import run_semantic_case
 
         return run_semantic_case(backend, case)
+    if case.input_class == "sequence":
+        from .sequences import run_sequence_case
+
+        return run_sequence_case(backend, case)
     cache = cache or ReferenceCache()
     if case.is_model:
         from .models import run_model_case
@@ -87,7 +104,9 @@ def run_case(backend: Backend, case: Case, cache: ReferenceCache | None = None) 
     except Exception as error:
         return result(Status.ERROR, f"preparing the inputs failed: {_describe(error)}", support=support.status)
     try:
-        got = backend.run(op, fmt, prepared.storage_inputs, case.pass_, prepared.storage_grad_outputs)
+        grads = prepared.storage_grad_outputs
+        inputs = tuple(t.clone() for t in prepared.storage_inputs)
+        got = backend.run(op, fmt, inputs, case.pass_, grads and tuple(g.clone() for g in grads))
     except Exception as error:
         return result(Status.ERROR, _describe(error), support=support.status)
     problem = _contract_problem(op, fmt, case.pass_, got)

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpx.errors import MpxError
-from mpx.formats import Format
+from mpx.formats import FORMATS, Format
 from mpx.plugins import DISTRIBUTION, get_backend, is_builtin, list_backends, resolve
+from mpx.plugins.manager import registry
 
+from .accuracy_tables import TableRequest
 from .cases import Case
 from .isolation import BackendRef, run_isolated
 from .report import BackendReport, CaseResult, Report
@@ -36,6 +38,7 @@ class Selection:
     timeout: float = 60.0
     workers: int = 2
     options: dict[str, Any] = field(default_factory=dict)
+    accuracy: TableRequest | None = None  # the exhaustive accuracy tables to make (None: none)
 
 
 def resolve_backends(names: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -64,22 +67,39 @@ def run_suite(
             reports.append(BackendReport(name, False, unavailable))
             continue
         isolate = selection.isolate if selection.isolate is not None else not is_builtin(name)
+        declared = declared_formats(name)  # the suite runs exactly these (get_backend checks the backend agrees)
+        selected = [case for case in selection.cases if case.format in declared]
         if on_start:
-            on_start(name, len(selection.cases))
+            on_start(name, len(selected))
+        tables = None
         if isolate:
             ref = BackendRef(name, dict(selection.options))
-            cases, description = run_isolated(ref, selection.cases, selection.timeout, selection.workers, on_result)
+            cases, description = run_isolated(ref, selected, selection.timeout, selection.workers, on_result)
+            if selection.accuracy is not None:
+                from .accuracy_tables_run import tables_isolated
+
+                tables = tables_isolated(ref, selection.accuracy, selection.timeout)
         else:
             try:
                 backend = get_backend(name, **selection.options)
             except MpxError as error:
                 reports.append(BackendReport(name, False, str(error)))
                 continue
-            cases = run_cases(backend, selection.cases, on_result, cache)
+            cases = run_cases(backend, selected, on_result, cache)
             description = backend.describe()  # after the cases: run-time state (session-cache hits) is the pass's
-        scenarios = roll_up(selection.scenarios, cases, columns)
-        reports.append(BackendReport(name, True, "", description, isolate, cases, scenarios))
+            if selection.accuracy is not None:
+                from .accuracy_tables_run import tables_in_process
+
+                tables = tables_in_process(backend, selection.accuracy)
+        scenarios = roll_up(selection.scenarios, cases, [c for c in columns if c in declared])
+        reports.append(BackendReport(name, True, "", description, isolate, cases, scenarios, tables))
     return Report(run_metadata(started, selection), reports)
+
+
+def declared_formats(name: str) -> tuple[str, ...]:
+    """The formats backend `name` ('base' or 'base:variant') declares in its BackendSpec (all when unknown)."""
+    spec = registry().specs.get(name.strip().partition(":")[0])
+    return tuple(spec.formats) if spec is not None else tuple(f.name for f in FORMATS)
 
 
 def run_metadata(started: float, selection: Selection) -> dict[str, Any]:

@@ -23,7 +23,8 @@ def test_fp32_gemm_with_bf16_inputs_is_downcast_naming_bf16(case: object) -> Non
 
 def test_most_fp32_gemm_cases_with_bf16_inputs_are_downcast() -> None:
     backend = mpx.get_backend("cpu", gemm_inputs="bf16")
-    statuses = [run_case(backend, case).status for case in FP32_GEMM_CASES]
+    # overflow cases overflow to inf in any precision: no downcast can show there
+    statuses = [run_case(backend, case).status for case in FP32_GEMM_CASES if case.input_class != "overflow"]
     assert statuses.count(Status.DOWNCAST) >= len(statuses) - 2
 
 

@@ -95,12 +95,13 @@ class CpuBackend(TrainingBackend):
     @torch.no_grad()
     def cast_back(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Round masters into the parameters' formats under this backend's overflow and subnormal rules."""
-        if self.overflow == "inf" and self.subnormals == "keep":  # torch's own cast rounds exactly so
-            super().cast_back(pairs)
-            return
         for param, master in pairs:
-            if master is not param:
-                fmt = format_of(param.dtype)
+            if master is param:
+                continue
+            fmt = format_of(param.dtype)
+            if self.overflow == "inf" and self.subnormals == "keep" and not fmt.is_fp8:
+                param.copy_(master)  # torch's own cast rounds exactly so (its fp8 casts saturate, even inf)
+            else:
                 param.copy_(fmt.round(master.float(), overflow=self.overflow, subnormals=self.subnormals))
 
     @override

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..report import BackendReport, Report
 from ..status import Status
+from .accuracy import html_section as accuracy_section
 from .curves import section as curves_section
 from .grid import cells, columns, format_ulp, problems, readiness, rows
 from .sanitize import html as escape
@@ -86,6 +87,7 @@ def render(report: Report) -> str:
         _failures(available),
         "<h2>Model loss curves</h2>",
         curves_section(available),
+        accuracy_section(report),
         f"<script>{SCRIPT}</script></body></html>",
     ]
     return "\n".join(parts)

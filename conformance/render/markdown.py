@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..report import BackendReport, Report
 from ..status import Status
+from .accuracy import markdown_section as accuracy_section
 from .grid import cells, columns, format_ulp, problems, readiness, rows
 from .sanitize import markdown as _escape
 from .sanitize import markdown_code as _code
@@ -22,6 +23,7 @@ def render(report: Report) -> str:
     ]
     for backend in report.backends:
         lines += _backend(backend, report)
+    lines += accuracy_section(report)
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ..report import BackendReport, Report
 from ..status import Status
+from .accuracy import summary_line
 from .grid import format_ulp, problems, readiness
 from .sanitize import markup as _text
 
@@ -40,6 +41,8 @@ def _backend(console: Console, backend: BackendReport) -> None:
     )
     if backend.scenarios:
         console.print(readiness_table(backend))
+    if summary_line(backend):
+        console.print(f"  {_text(summary_line(backend))}", highlight=False)
     listed = problems(backend)
     for case in listed[:MAX_LISTED]:
         console.print(

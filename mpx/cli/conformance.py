@@ -89,6 +89,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "downcast or an unavailable --backend",
     )
     add("--quiet", action="store_true", help="no progress bar and no summary")
+    add(
+        "--accuracy-tables",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="make the exhaustive accuracy tables: every element-wise op and its backward over all 65,536 fp16 and "
+        "bf16 values (and a 65,536-value fp32 sample) on each backend (default: on)",
+    )
+    add(
+        "--accuracy-chunk",
+        type=int,
+        default=None,
+        metavar="N",
+        help="values per backend call in the accuracy tables, for a backend that cannot take all 65,536 at once",
+    )
+    add(
+        "--tolerance",
+        choices=("strict", "opencl", "cuda"),
+        default="opencl",
+        help="published max-ULP limits the accuracy tables are judged by: strict (correctly rounded), opencl "
+        "(OpenCL 1.2 single precision), cuda (CUDA math API) (default: opencl)",
+    )
     parser.set_defaults(run=run)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     diff = actions.add_parser("diff", help="compare two JSON reports: improved and regressed cases, scenario changes")
@@ -149,6 +170,14 @@ def run(args: argparse.Namespace) -> int:
         check_repro_dir(args.repro)
     isolate = True if args.timeout is not None and args.isolate is None else args.isolate
     selection = Selection(args.backend, scenarios, formats, cases, isolate, args.timeout or 60.0, args.workers, options)
+    from mpx.conformance.accuracy_tables_run import table_request
+
+    names = [f.name for f in formats]
+    if args.accuracy_chunk is not None and args.accuracy_chunk < 1:
+        raise ConformanceError(f"--accuracy-chunk must be at least 1, not {args.accuracy_chunk}")
+    selection.accuracy = table_request(
+        args.accuracy_tables, args.tolerance, args.op, names, args.case, args.accuracy_chunk
+    )
     interactive = sys.stderr.isatty() and not args.quiet
     report = _run_with_progress(selection, run_suite) if interactive else run_suite(selection)
     writers = _writers()

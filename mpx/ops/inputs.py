@@ -79,4 +79,45 @@ def gemm_operand(
     """A GEMM operand: normal values, or with specials whose products and sums stay inside fp32's range."""
     if input_class == "special":
         return with_specials(fmt, shape, generator, large=accumulator_safe_large(fmt))
+    if input_class.startswith("accumulation-"):
+        return positive(fmt, shape, generator)
     return normal(fmt, shape, generator)
+
+
+def just_over(fmt: Format) -> torch.Tensor:
+    """[max, 0.75 ulp(max)]: their exact sum overflows fmt, yet (narrower than fp32) stays finite in fp32."""
+    top = torch.tensor(fmt.max, dtype=torch.float64)
+    return torch.stack([top, 0.75 * fmt.ulp(top)])
+
+
+def overflow_rows(fmt: Format, rows: int, length: int) -> torch.Tensor:
+    """Rows whose sums overflow fmt: just over max, far over -max, far over max, just over -max, ... (uncapped).
+
+    Summed with weights of one, every order of the sum overflows the same way: the far rows overflow even
+    an fp32 accumulator, the near ones only the format (where it is narrower than fp32): a backend that
+    saturates only finite overflow, or only overflow of its accumulator, gets one kind wrong.
+    """
+    out = torch.zeros(rows, length, dtype=torch.float64)
+    for row in range(rows):
+        kind = row % 4  # 0: +just over, 1: -far over, 2: +far over, 3: -just over
+        sign = 1.0 if kind in (0, 2) else -1.0
+        if kind in (0, 3):
+            out[row, :2] = sign * just_over(fmt)
+        else:
+            out[row] = sign * fmt.max
+    return out
+
+
+def alternating(count: int) -> torch.Tensor:
+    """+1, -1, +1, ...: overflow to both infinities in one case."""
+    return 1 - 2 * (torch.arange(count) % 2)
+
+
+def positive(fmt: Format, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """|standard normal| values rounded to `fmt`: sums of them cannot cancel, so |sum| = sum(|terms|)."""
+    return fmt.round(torch.randn(shape, generator=generator, dtype=torch.float64).abs())
+
+
+def accumulation_length(input_class: InputClass) -> int:
+    """N of an accumulation-N input class."""
+    return int(input_class.rpartition("-")[2])

@@ -3,12 +3,20 @@
 The error of a result is |got - want| / ulp(want) in its format. The bound an output must meet:
 
     exact / ulps tolerance:     |got - want| <= ulps * ulp(want)
-    accumulation tolerance:     |got - want| <= ulps * ulp(want) + n * (2**-24 * magnitude + eta)
+    accumulation tolerance:     |got - want| <= ulps * ulp(want) + f(n) * 2**-24 * magnitude + n * eta
 
 where magnitude = sum(|terms|) behind the element (see error_model.py; for non-linear ops it is the whole
 first-order error coefficient of the fp32 algorithm and n = 1), n = the length of its fp32 rounding chain
-(the reduction length for GEMMs and sums) and eta the absolute error fp32 underflow may add per rounding
-(2**-150; 2**-126 when the backend flushes subnormals). An element whose terms are all zero must be exact.
+(the reduction length for GEMMs and sums), f(n) = error_model.sum_factor(n): n up to n = 100, then the
+probabilistic ~8 * sqrt(n) (an honest fp32 sum exceeds it with probability under 2n * exp(-32)), and eta
+the absolute error fp32 underflow may add per rounding (2**-150; 2**-126 when the backend flushes
+subnormals). An element whose terms are all zero must be exact.
+
+Why fp16 / bf16 accumulation cannot pass the accumulation-N cases: their terms are positive, so
+magnitude = |result| and f(n) * 2**-24 * magnitude is at most 2**-14 * |result| for n <= 16384: under an
+eighth of an fp16 ULP and a sixty-fourth of a bf16 ULP of the result. An fp16 / bf16 running sum rounds
+to half an ULP of its partial sum at each addition, so over n / b additions of b-term blocks it drifts by
+several ULPs of the result where the honest fp32 sum, rounded once, is within half an ULP.
 NaN must match NaN; +-inf must match the same infinity; any non-finite mismatch is an error of inf ULPs.
 """
 
@@ -20,7 +28,7 @@ import torch
 
 from ..errors import OpError
 from ..formats import Format, Subnormals, finite_or_zero
-from .error_model import Magnitude, lengths
+from .error_model import Magnitude, lengths, sum_factor
 from .reference import Prepared, result_formats, vjp
 from .spec import OpSpec, Pass
 
@@ -97,7 +105,7 @@ def bounds(
     result = []
     for w, ulp_bound, magnitude, n in zip(want, ulp_bounds, magnitudes, ns, strict=False):
         magnitude = torch.broadcast_to(magnitude.to(torch.float64), w.shape)
-        rounding = n * (_U * magnitude + _ETA[subnormals])
+        rounding = sum_factor(n) * _U * magnitude + n * _ETA[subnormals]
         bound = torch.where(torch.isfinite(magnitude), ulp_bound + rounding, ulp_bound)
         result.append(torch.where(magnitude == 0, torch.zeros_like(bound), bound))
     return result

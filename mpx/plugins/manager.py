@@ -202,6 +202,7 @@ class BackendRegistry:
         if not isinstance(backend, Backend):
             got = type(backend).__name__
             raise PluginError(f"backend {name!r} from {self.sources[base]}: factory returned {got}, not an mpx.Backend")
+        spec.adopt_formats(backend, f"backend {name!r} from {self.sources[base]}")
         return backend
 
 

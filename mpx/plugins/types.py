@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mpx.errors import PluginError
 from mpx.formats import FORMATS
@@ -54,3 +55,21 @@ class BackendSpec:
             object.__setattr__(self, "formats", tuple(lookup_format(f).name for f in self.formats))
         except Exception as error:
             raise PluginError(f"backend {self.name!r}: bad formats {self.formats!r}: {error}") from None
+
+    def adopt_formats(self, backend: Any, where: str) -> None:
+        """Formats are declared once: a Backend left at the default takes these; one with its own must agree."""
+        from mpx.plugins.backend import Backend
+
+        if backend.formats is Backend.formats:
+            backend.formats = tuple(lookup_format(f) for f in self.formats)
+            return
+        try:
+            own = [f.name for f in backend.formats]
+        except (TypeError, AttributeError):
+            raise PluginError(f"{where}: {type(backend).__name__}.formats must be a tuple of mpx formats") from None
+        if set(own) != set(self.formats):
+            raise PluginError(
+                f"{where}: its BackendSpec declares formats ({', '.join(self.formats)}) but its "
+                f"{type(backend).__name__} declares ({', '.join(own)}); declare them once, in the BackendSpec "
+                "(leave Backend.formats at its default), or make the two agree"
+            )

@@ -19,10 +19,10 @@ from ...formats import Format
 from ...policy import AutocastClass
 from .. import inputs as gen
 from ..error_model import first_order
-from ..spec import ACCUMULATED, EXACT, Arg, InputClass, InputMaker, OpSpec, Reference, Tolerance
+from ..spec import ACCUMULATED, EXACT, SPECIAL_VALUE_CLASSES, Arg, InputClass, InputMaker, OpSpec, Reference, Tolerance
 
 ONE_ULP = Tolerance(1.0)
-CLASSES: tuple[InputClass, ...] = ("normal", "special", "odd-shape")
+CLASSES: tuple[InputClass, ...] = ("normal", "special", "odd-shape", *SPECIAL_VALUE_CLASSES)
 _SHAPES = {"normal": (8, 16), "special": (8, 16), "odd-shape": (7, 13, 3)}
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from ...formats import Format
 from .. import inputs as gen
 from ..error_model import Magnitude
-from ..spec import ACCUMULATED, Arg, InputClass, OpSpec
+from ..spec import ACCUMULATED, BASIC_CLASSES, SPECIAL_VALUE_CLASSES, Arg, InputClass, OpSpec
 
 # (rows, width, indices): long-reduction sends 4096 indices into 3 rows, so each row's gradient sums ~1365 terms
 _SHAPES = {"normal": (32, 16, 24), "special": (16, 8, 32), "odd-shape": (13, 7, 11), "long-reduction": (3, 8, gen.LONG)}
@@ -51,7 +51,7 @@ SPECS: tuple[OpSpec, ...] = (
         _inputs,
         ACCUMULATED,
         "promote",
-        input_classes=("normal", "special", "odd-shape", "long-reduction"),
+        input_classes=(*BASIC_CLASSES, *SPECIAL_VALUE_CLASSES),
         magnitude=Magnitude(_gather_is_exact, lambda weight, index: 1, _scatter_terms, _repeats),
         doc="rows of weight at index (exact); backward: gradients of repeated indices summed",
     ),

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ...formats import Format, finite_or_zero
 from .. import inputs as gen
 from ..error_model import Terms, first_order, log_softmax_error, shift_error
-from ..spec import ACCUMULATED, INPUT_CLASSES, Arg, InputClass, InputMaker, OpSpec, Reference
+from ..spec import ACCUMULATED, BASIC_CLASSES, SPECIAL_VALUE_CLASSES, Arg, InputClass, InputMaker, OpSpec, Reference
 
 _MSE_SHAPES = {"normal": (8, 16), "special": (8, 16), "odd-shape": (7, 13), "long-reduction": (gen.LONG,)}
 # (batch, classes): the long case is a 4096-way softmax
@@ -87,7 +87,7 @@ def _loss(
         make_inputs,
         ACCUMULATED,
         "fp32",
-        input_classes=INPUT_CLASSES,
+        input_classes=(*BASIC_CLASSES, *SPECIAL_VALUE_CLASSES),
         output_roles=("fp32",),
         magnitude=first_order(forward_terms, backward_terms),
         doc=f"{doc}, an fp32 scalar",

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ...formats import Format, finite_or_zero
 from .. import inputs as gen
 from ..error_model import Terms, first_order
-from ..spec import ACCUMULATED, INPUT_CLASSES, Arg, InputClass, InputMaker, OpSpec, Reference
+from ..spec import ACCUMULATED, BASIC_CLASSES, SPECIAL_VALUE_CLASSES, Arg, InputClass, InputMaker, OpSpec, Reference
 
 EPS = 1e-5
 _SHAPES = {"normal": (8, 32), "special": (8, 16), "odd-shape": (7, 3, 13), "long-reduction": (4, gen.LONG)}
@@ -170,7 +170,7 @@ def _row_norm(
         make_inputs,
         ACCUMULATED,
         "fp32",
-        input_classes=INPUT_CLASSES,
+        input_classes=(*BASIC_CLASSES, *SPECIAL_VALUE_CLASSES),
         magnitude=first_order(forward_terms, backward_terms),
         doc=f"{doc} over the last dimension, eps={EPS}",
     )
@@ -209,7 +209,7 @@ SPECS: tuple[OpSpec, ...] = (
         _bn_inputs,
         ACCUMULATED,
         "promote",
-        input_classes=("normal", "special", "odd-shape"),
+        input_classes=("normal", "special", "odd-shape", *SPECIAL_VALUE_CLASSES),
         magnitude=first_order(_bn_forward_terms, _bn_backward_terms),
         doc=f"batch normalization in inference mode (running statistics), NCHW, eps={EPS}; torch.autocast keeps the "
         "input's format",

@@ -18,7 +18,7 @@ import torch
 from ...formats import FP32, Format
 from .. import inputs as gen
 from ..error_model import Terms, first_order
-from ..spec import ACCUMULATED, EXACT, Arg, InputClass, InputMaker, OpSpec, Reference
+from ..spec import ACCUMULATED, EXACT, SPECIAL_VALUE_CLASSES, Arg, InputClass, InputMaker, OpSpec, Reference
 
 _SHAPE = (8, 16)
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
@@ -175,7 +175,7 @@ def _adam_inputs(fmt: Format, input_class: InputClass, generator: torch.Generato
     return _update_inputs(fmt, input_class, generator, moments=2)
 
 
-_CLASSES = ("normal", "special", "odd-shape")
+_CLASSES = ("normal", "special", "odd-shape", *SPECIAL_VALUE_CLASSES)
 _FLAG = Arg("found_inf", role="fp32", differentiable=False)
 
 
@@ -208,7 +208,7 @@ def _master_update(
         ACCUMULATED,
         "promote",
         has_backward=False,
-        input_classes=("normal", "special"),
+        input_classes=("normal", "special", "sequence"),
         attrs=attrs,
         output_roles=("fp32",) * (1 + len(moments)),
         magnitude=first_order(terms),

@@ -12,7 +12,7 @@ import torch
 from ...formats import Format
 from .. import inputs as gen
 from ..error_model import Terms, first_order, log_softmax_error, shift_error
-from ..spec import ACCUMULATED, INPUT_CLASSES, Arg, InputClass, OpSpec, Reference
+from ..spec import ACCUMULATED, BASIC_CLASSES, SPECIAL_VALUE_CLASSES, Arg, InputClass, OpSpec, Reference
 
 _SHAPES = {"normal": (8, 32), "special": (8, 16), "odd-shape": (7, 5, 13), "long-reduction": (4, gen.LONG)}
 
@@ -74,7 +74,7 @@ def _row_op(name: str, reference: Reference, forward_terms: Terms, backward_term
         _inputs,
         ACCUMULATED,
         "fp32",
-        input_classes=INPUT_CLASSES,
+        input_classes=(*BASIC_CLASSES, *SPECIAL_VALUE_CLASSES),
         magnitude=first_order(forward_terms, backward_terms),
         doc=doc,
     )
