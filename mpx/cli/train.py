@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from typing import Any
 
 from mpx._io import atomic_write_text, check_writable
 from mpx.cli._arguments import output_path, positive_integer, positive_number, seed
@@ -17,6 +18,22 @@ def _loss_scale(text: str) -> str | float:
         return float(text)
     except ValueError:
         return text
+
+
+def report_path(text: str) -> str:
+    """A report path whose suffix says HTML or JSON."""
+    if not text.lower().endswith((".html", ".htm", ".json")):
+        raise argparse.ArgumentTypeError(f"{text!r}: name the report .html or .json")
+    return output_path(text)
+
+
+def _inspection_writer(path: str) -> Any:
+    def write(report: Any) -> None:
+        report.save(path)
+        report.print_summary()
+        print(f"numerics report: {path}")
+
+    return write
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_integer, default=128)
     parser.add_argument("--hidden", type=positive_integer, default=128, help="hidden width of the MLP")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--inspect",
+        type=report_path,
+        metavar="PATH",
+        help="record per-layer numerics and write the report (PATH.html or PATH.json)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -67,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(args.json, "--json summary")  # before training, not after
+    if args.inspect:
+        check_writable(args.inspect, "--inspect report")
     options = dict(
         steps=args.steps,
         seed=args.seed,
@@ -81,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         args.precision,
         master_weights=not args.no_master_weights,
         progress=not args.no_progress,
+        inspect=_inspection_writer(args.inspect) if args.inspect else None,
         **options,
     )
     fp32 = train(args.backend, "fp32", progress=not args.no_progress, **options) if args.compare_fp32 else None

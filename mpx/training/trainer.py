@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +76,12 @@ def _check_policy(backend: TrainingBackend, policy: Policy) -> None:
     backend.check_policy(policy)
 
 
+def _inspection(model: torch.nn.Module, options: bool | Mapping[str, Any]) -> Any:
+    from mpx.inspection import attach
+
+    return attach(model, **({} if options is True else dict(options)))
+
+
 class MixedPrecision:
     """Mixed-precision training of `model` with `optimizer` on a backend.
 
@@ -87,6 +93,7 @@ class MixedPrecision:
     master_weights: keep fp32 copies of fp16/bf16 parameters.
     state_formats: storage formats of gradients and optimizer state (mpx.LEAN_ADAM is the 12 bytes/param recipe).
     The optimizer is changed in place: its param groups hold the masters.
+    inspect: record per-module numerics (True, or mpx.inspect's keyword arguments); the report is `mp.inspection`.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class MixedPrecision:
         state_formats: StateFormats = FP32_STATE,
         process_group: Any = None,
         keep_fp32: Iterable[ModuleSpec] = (),
+        inspect: bool | Mapping[str, Any] = False,
     ) -> None:
         self.backend = _resolve_backend(backend)
         self.policy = make_policy(policy)
@@ -140,6 +148,9 @@ class MixedPrecision:
         self._found_inf: torch.Tensor | None = None
         self._last: StepResult | None = None
         self._order = CallOrder()  # READY -> SCALED -> UNSCALED -> step(): raises on an order that breaks the math
+        self.inspection = None if not inspect else _inspection(model, inspect)
+        self._grad_norm: torch.Tensor | None = None
+        self._track_grad_norm = False  # metrics() turns it on
 
     def _move_grad_to_buffer(self, param: torch.Tensor) -> None:
         buffer = self._grad_buffers[param]
@@ -184,6 +195,8 @@ class MixedPrecision:
             found_inf = torch.zeros(1, dtype=torch.float32, device=scale.device)
             inv_scale = torch.reciprocal(scale)
             self.backend.unscale_and_check_(list(grads.values()), found_inf, inv_scale, self.saturation_limit)
+            if self.inspection is not None:
+                self.inspection.recorder.record_gradients(self.master_weights.pairs, grads)
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(found_inf, op=torch.distributed.ReduceOp.MAX, group=self.process_group)
             self._unscaled, self._found_inf = grads, found_inf
@@ -215,12 +228,22 @@ class MixedPrecision:
             self.backend.cast_back(self._cast_pairs)
         self.scaler.update(found_inf)
         self.skipped_steps += skip
+        if self.inspection is not None:
+            self.inspection.recorder.end_step(scale, skip)
+        if self._track_grad_norm and self._unscaled:
+            self._grad_norm = torch.stack(torch._foreach_norm(list(self._unscaled.values()))).norm()
         for _, master in self._cast_pairs:
             master.grad = None
         self._unscaled, self._found_inf = None, None
         self._order.after_step(self._step_sources)
         self._last = StepResult(skip, scale)
         return self._last
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """Device tensors for a logger: loss_scale, skipped_steps, skipped, grad_norm (mpx.inspection.metrics)."""
+        from mpx.inspection.metrics import trainer_metrics
+
+        return trainer_metrics(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.model.zero_grad(set_to_none=set_to_none)
