@@ -20,7 +20,8 @@ _HOMES: dict[str, str] = {
     **dict.fromkeys(
         (
             "BackendNotFoundError", "BackendUnavailableError", "CheckpointError", "ConformanceError", "Fp8Error",
-            "FormatError", "LossScaleError", "MasterWeightError", "MpxError", "OpError", "OptimizerError",
+            "FormatError", "InspectionError", "LossScaleError", "MasterWeightError", "MpxError", "OpError",
+            "OptimizerError",
             "PluginError", "PolicyError", "ScalingError", "StateFormatError", "TrainingError", "TrainingInputError",
         ),
         "mpx.errors",
@@ -33,6 +34,7 @@ _HOMES: dict[str, str] = {
         "mpx.plugins",
     ),
     **dict.fromkeys(("PRESETS", "Policy", "policy"), "mpx.policy"),
+    **dict.fromkeys(("InspectionReport", "inspect"), "mpx.inspection"),
     **dict.fromkeys(
         ("LEAN_ADAM", "DynamicLossScaler", "LossScaler", "MixedPrecision", "NoOpLossScaler", "StateFormats",
          "StaticLossScaler", "StepResult", "bytes_per_parameter", "has_overflow", "load_checkpoint", "mse_loss",

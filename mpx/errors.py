@@ -73,6 +73,10 @@ class CheckpointError(MpxError, OSError):
     """A checkpoint that cannot be written or read (missing folder, missing or foreign file)."""
 
 
+class InspectionError(MpxError, ValueError):
+    """A numerics inspection asked for something it cannot give (unknown format or kind, bad report path)."""
+
+
 def closest(name: str, known: Iterable[str]) -> str | None:
     """The known name closest to `name`, if any is close enough to suggest."""
     matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)

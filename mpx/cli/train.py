@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mpx._io import atomic_write_text, check_writable
 from mpx.cli._arguments import output_path, positive_integer, positive_number, seed
@@ -21,6 +21,22 @@ def _loss_scale(text: str) -> str | float:
         return float(text)
     except ValueError:
         return text
+
+
+def report_path(text: str) -> str:
+    """A report path whose suffix says HTML or JSON."""
+    if not text.lower().endswith((".html", ".htm", ".json")):
+        raise argparse.ArgumentTypeError(f"{text!r}: name the report .html or .json")
+    return output_path(text)
+
+
+def _inspection_writer(path: str) -> Any:
+    def write(report: Any) -> None:
+        report.save(path)
+        report.print_summary()
+        print(f"numerics report: {path}")
+
+    return write
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +82,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --nproc N or under torchrun: data-parallel (DistributedDataParallel) or sharded (FSDP2)",
     )
     parser.add_argument("--dist-backend", choices=("gloo", "nccl"), help="default: nccl for cuda, else gloo")
+    parser.add_argument(
+        "--inspect",
+        type=report_path,
+        metavar="PATH",
+        help="record per-layer numerics and write the report (PATH.html or PATH.json); one process only",
+    )
     parser.set_defaults(run=run)
 
 
@@ -78,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(args.json, "--json summary")  # before training, not after
+    if args.inspect:
+        check_writable(args.inspect, "--inspect report")
     options = dict(
         steps=args.steps,
         seed=args.seed,
@@ -88,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         state_recipe=args.state_formats,
     )
     if args.nproc > 1 or args.parallel:
+        if args.inspect:
+            raise MpxError("--inspect records one process: drop --nproc/--parallel, or inspect a 1-process run")
         summary = _distributed(args, options)
         if summary is None:
             return 0  # a rank other than 0 under torchrun: rank 0 reports
@@ -97,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             args.precision,
             master_weights=not args.no_master_weights,
             progress=not args.no_progress,
+            inspect=_inspection_writer(args.inspect) if args.inspect else None,
             **options,
         )
     fp32 = train(args.backend, "fp32", progress=not args.no_progress, **options) if args.compare_fp32 else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +72,12 @@ def train(
     master_weights: bool = True,
     state_recipe: str = "fp32",
     progress: bool = False,
+    inspect: Callable[[Any], None] | None = None,
 ) -> TrainSummary:
-    """Train the MLP for `steps` Adam steps; the data order depends on `seed` only."""
+    """Train the MLP for `steps` Adam steps; the data order depends on `seed` only.
+
+    inspect: train with MixedPrecision(inspect=True) and call this with its InspectionReport at the end.
+    """
     if steps < 1:
         raise TrainingInputError(f"--steps must be >= 1, got {steps}")
     resolved = get_backend(backend) if isinstance(backend, str) else backend
@@ -87,6 +92,7 @@ def train(
         loss_scale,
         master_weights=master_weights,
         state_formats=STATE_RECIPES[state_recipe],
+        inspect=inspect is not None,
     )
     order = torch.Generator().manual_seed(seed + 1)
     losses: list[torch.Tensor] = []
@@ -106,6 +112,8 @@ def train(
             losses.append(loss.detach())
             bar.advance(task)
     elapsed = time.perf_counter() - start
+    if inspect is not None:
+        inspect(mp.inspection)
     tail = torch.stack(losses[-10:]).float()
     return TrainSummary(
         backend=resolved.name,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -11,18 +11,12 @@ from typing import Any
 import torch
 
 from mpx.distributed.fsdp import check_sharded_policy, local_tensors, overflow_group, sharding_mesh
-from mpx.errors import (
-    BackendUnavailableError,
-    MasterWeightError,
-    MpxError,
-    OptimizerError,
-    PolicyError,
-    TrainingInputError,
-)
+from mpx.errors import MasterWeightError, OptimizerError, TrainingInputError
 from mpx.formats import FP32
-from mpx.plugins.backend import Backend, TrainingBackend
+from mpx.plugins.backend import Backend
 from mpx.policy import Policy
 from mpx.policy import policy as make_policy
+from mpx.training.backend_choice import check_policy, training_backend
 from mpx.training.call_order import CallOrder
 from mpx.training.keep_fp32 import ModuleSpec, install_fp32_regions, kept_parameters, resolve_keep_fp32
 from mpx.training.loss_scaling import LossScaler, make_scaler
@@ -48,33 +42,10 @@ class StepResult:
         return bool(self.skipped)
 
 
-def _resolve_backend(backend: str | Backend) -> TrainingBackend:
-    """The backend object, which must implement the training protocol."""
-    if isinstance(backend, str):
-        from mpx.plugins.manager import get_backend
+def _inspection(model: torch.nn.Module, options: bool | Mapping[str, Any]) -> Any:
+    from mpx.inspection import attach
 
-        backend = get_backend(backend)
-    if not isinstance(backend, Backend):
-        raise MpxError(f"backend must be a name such as 'cpu' or an mpx.Backend, not {type(backend).__name__}")
-    if not isinstance(backend, TrainingBackend):
-        raise BackendUnavailableError(
-            f"backend {backend.name!r} runs ops but does not train torch models (it is not an mpx.TrainingBackend); "
-            "train on 'cpu' or 'cuda'"
-        )
-    return backend
-
-
-def _check_policy(backend: TrainingBackend, policy: Policy) -> None:
-    missing = sorted(
-        {f.name for f in (policy.params, policy.compute, policy.output, policy.backward)}
-        - {f.name for f in backend.formats}
-    )
-    if missing:
-        raise PolicyError(
-            f"backend {backend.name!r} cannot run policy {policy} (no {', '.join(missing)}); "
-            f"pick a policy in {', '.join(f.name for f in backend.formats)}"
-        )
-    backend.check_policy(policy)
+    return attach(model, **({} if options is True else dict(options)))
 
 
 class MixedPrecision:
@@ -88,6 +59,7 @@ class MixedPrecision:
     master_weights: keep fp32 copies of fp16/bf16 parameters.
     state_formats: storage formats of gradients and optimizer state (mpx.LEAN_ADAM is the 12 bytes/param recipe).
     The optimizer is changed in place: its param groups hold the masters.
+    inspect: record per-module numerics (True, or mpx.inspect's keyword arguments); the report is `mp.inspection`.
     """
 
     def __init__(
@@ -102,11 +74,12 @@ class MixedPrecision:
         state_formats: StateFormats = FP32_STATE,
         process_group: Any = None,
         keep_fp32: Iterable[ModuleSpec] = (),
+        inspect: bool | Mapping[str, Any] = False,
     ) -> None:
-        self.backend = _resolve_backend(backend)
+        self.backend = training_backend(backend)
         self.policy = make_policy(policy)
         MasterWeights.validate(model, optimizer)
-        _check_policy(self.backend, self.policy)
+        check_policy(self.backend, self.policy)
         kept_modules = resolve_keep_fp32(model, keep_fp32)
         explicit = None if loss_scale is None else make_scaler(loss_scale, "none", self.backend.device)
         low_params = self.policy.params != FP32 or any(
@@ -146,6 +119,9 @@ class MixedPrecision:
         self._found_inf: torch.Tensor | None = None
         self._last: StepResult | None = None
         self._order = CallOrder()  # READY -> SCALED -> UNSCALED -> step(): raises on an order that breaks the math
+        self.inspection = None if not inspect else _inspection(model, inspect)
+        self._grad_norm: torch.Tensor | None = None
+        self._track_grad_norm = False  # metrics() turns it on
 
     def _move_grad_to_buffer(self, param: torch.Tensor) -> None:
         buffer = self._grad_buffers[param]
@@ -191,6 +167,8 @@ class MixedPrecision:
             inv_scale = torch.reciprocal(scale)
             local = local_tensors(grads.values())  # FSDP2: each rank checks its own gradient shards
             self.backend.unscale_and_check_(local, found_inf, inv_scale, self.saturation_limit)
+            if self.inspection is not None:
+                self.inspection.recorder.record_gradients(self.master_weights.pairs, grads)
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(found_inf, op=torch.distributed.ReduceOp.MAX, group=self.process_group)
             self._unscaled, self._found_inf = grads, found_inf
@@ -222,12 +200,22 @@ class MixedPrecision:
             self.backend.cast_back(self._cast_pairs)
         self.scaler.update(found_inf)
         self.skipped_steps += skip
+        if self.inspection is not None:
+            self.inspection.recorder.end_step(scale, skip)
+        if self._track_grad_norm and self._unscaled:
+            self._grad_norm = torch.stack(torch._foreach_norm(list(self._unscaled.values()))).norm()
         for _, master in self._cast_pairs:
             master.grad = None
         self._unscaled, self._found_inf = None, None
         self._order.after_step(self._step_sources)
         self._last = StepResult(skip, scale)
         return self._last
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """Device tensors for a logger: loss_scale, skipped_steps, skipped, grad_norm (mpx.inspection.metrics)."""
+        from mpx.inspection.metrics import trainer_metrics
+
+        return trainer_metrics(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.model.zero_grad(set_to_none=set_to_none)

@@ -1,0 +1,89 @@
+"""The inspector's device buffers: counts per tensor stream, per-step extremes and histories.
+
+Nothing here reads a device value: capacities grow on the host's step count.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import torch
+
+from mpx.inspection.stats import SIGN_MASK, Buckets, Layouts, bit_magnitudes
+
+HISTORY = 1024  # steps of per-parameter gradient norms kept to find a skipped step's first non-finite gradient
+COMPACT = 1024  # steps whose loss scale and skip flag wait as references before one stack
+
+
+class Buffers:
+    """Running statistics of `segments` tensor streams on `device`.
+
+    joint: [segments, buckets] counts (histogram bins split at the overflow thresholds). extremes: per recorded
+    step and segment, the largest |x|'s fp32 bit pattern and 2^31 minus the smallest non-zero one's. Per step:
+    the loss scale and the skip flag, and for the last HISTORY steps each gradient's 2-norm.
+    """
+
+    def __init__(self, segments: int, buckets: Buckets, device: torch.device) -> None:
+        self.device, self.buckets, self.segments = device, buckets, segments
+        self.layouts = Layouts(buckets.count, segments, device)
+        self.table = torch.from_numpy(buckets.table).to(device)
+        self.joint = torch.zeros(segments * buckets.count, dtype=torch.int64, device=device)
+        self.extremes = self._fresh_extremes(16)
+        self.scale = torch.zeros(0, device=device)
+        self.skipped = torch.zeros(0, dtype=torch.bool, device=device)
+        self._steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._not_skipped = torch.zeros((), dtype=torch.bool, device=device)
+        self.norms: deque[tuple[int, tuple[int, ...], list[torch.Tensor]]] = deque(maxlen=HISTORY)
+
+    def _fresh_extremes(self, rows: int) -> torch.Tensor:
+        return torch.full((rows, 2, self.segments), -1, dtype=torch.int32, device=self.device)  # -1: not measured
+
+    def add(self, entries: Sequence[tuple[int, torch.Tensor]], row: int) -> None:
+        """Measure (segment, tensor) entries into the counts and recorded-step row `row`; a tensor that several
+        segments share (one module's output, the next one's input) is measured once."""
+        if row >= self.extremes.shape[0]:
+            self.extremes = torch.cat([self.extremes, self._fresh_extremes(self.extremes.shape[0])])
+        unique = {id(tensor): tensor for _, tensor in entries}
+        tensors = sorted(unique.values(), key=lambda t: t.dtype != torch.float32)  # one flatten per dtype
+        distinct = {id(tensor): index for index, tensor in enumerate(tensors)}
+        sizes = tuple(t.numel() for t in tensors)
+        offsets, source, target = self.layouts.get(sizes, tuple((s, distinct[id(t)]) for s, t in entries))
+        bits = bit_magnitudes(tensors)
+        keys = self.table.index_select(0, bits >> Buckets.SHIFT).add_(offsets)
+        counts = count_keys(keys, len(tensors) * self.buckets.count, bincount=self.device.type == "cpu")
+        counts = counts.view(len(tensors), -1)
+        self.joint.view(self.segments, -1).index_add_(0, target, counts.index_select(0, source))
+        inverse = torch.neg(bits).bitwise_and_(SIGN_MASK)  # 2^31 - |x|'s pattern; zeros stay 0
+        peaks = torch.stack(
+            torch._foreach_max([*bits.split(sizes), *inverse.split(sizes)])
+        )  # largest, inverted smallest
+        self.extremes[row].scatter_reduce_(1, target.expand(2, -1), peaks.view(2, -1).index_select(1, source), "amax")
+
+    def end_step(self, scale: torch.Tensor, skipped: torch.Tensor | None) -> None:
+        """Note a step's loss scale and skip flag: references now, stacked into the histories every COMPACT steps
+        (a device op per step would cost more than the rest of a step in between recorded ones)."""
+        self._steps.append((scale, self._not_skipped if skipped is None else skipped))
+        if len(self._steps) >= COMPACT:
+            self.compact()
+
+    def compact(self) -> None:
+        """Stack the noted steps into the scale and skip histories."""
+        if self._steps:
+            scales = torch.stack([s.detach().reshape(()).float() for s, _ in self._steps])
+            skipped = torch.stack([k.detach().reshape(()) for _, k in self._steps])
+            self.scale, self.skipped = torch.cat([self.scale, scales]), torch.cat([self.skipped, skipped.bool()])
+            self._steps = []
+
+    def record_norms(self, step: int, grads: list[torch.Tensor], layout: tuple[int, ...]) -> None:
+        """Each gradient's 2-norm at `step` (inf/NaN: a non-finite value), kept for the last HISTORY steps."""
+        self.norms.append((step, layout, torch._foreach_norm(grads)))
+
+
+def count_keys(keys: torch.Tensor, size: int, bincount: bool) -> torch.Tensor:
+    """Occurrences of each key in [0, size): bincount (fastest on the CPU) or index_add_ (CUDA's bincount reads
+    its maximum back to the host; index_add_ does not)."""
+    if bincount:
+        return torch.bincount(keys, minlength=size)
+    counts = torch.zeros(size, dtype=torch.int64, device=keys.device)
+    return counts.index_add_(0, keys, torch.ones((), dtype=torch.int64, device=keys.device).expand(keys.numel()))
