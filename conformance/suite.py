@@ -36,6 +36,7 @@ class Selection:
     timeout: float = 60.0
     workers: int = 2
     options: dict[str, Any] = field(default_factory=dict)
+    worker_memory: int | None = None  # bytes of address space per isolated worker (None: no limit)
 
 
 def resolve_backends(names: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -68,7 +69,9 @@ def run_suite(
             on_start(name, len(selection.cases))
         if isolate:
             ref = BackendRef(name, dict(selection.options))
-            cases, description = run_isolated(ref, selection.cases, selection.timeout, selection.workers, on_result)
+            cases, description = run_isolated(
+                ref, selection.cases, selection.timeout, selection.workers, on_result, selection.worker_memory
+            )
         else:
             try:
                 backend = get_backend(name, **selection.options)
