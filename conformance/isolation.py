@@ -2,6 +2,8 @@
 
 A small pool of worker processes each builds the backend once and runs batches of cases; a worker that dies
 or overruns the per-case timeout is killed and replaced, and the rest of its batch goes to the new worker.
+Building the backend gets the per-case timeout too. Workers ignore SIGINT (the run's own process handles the
+user's Ctrl-C and SIGTERM and kills them) and die with the forkserver, which ends with the run.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import torch
 
 from mpx.plugins import Backend
 
+from . import worker_limits
 from .cases import Case
 from .report import CaseResult
 from .runner import OnResult
 from .status import Status
 
 BATCH = 8
-STARTUP_TIMEOUT_S = 300.0
+STARTUP_TIMEOUT_S = 300.0  # from fork to "started": imports only (plugins are bounded by MPX_PLUGIN_TIMEOUT)
 MAX_FAILED_STARTS = 2
 
 
@@ -44,7 +47,11 @@ class BackendRef:
         return get_backend(self.name, **self.options)
 
 
-def _child_main(conn: Connection, ref: BackendRef, sys_path: list[str], environ: dict[str, str]) -> None:
+def _child_main(
+    conn: Connection, ref: BackendRef, sys_path: list[str], environ: dict[str, str], memory: int | None
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_limits.end_with_the_run()
     sys.path[:] = sys_path
     os.environ.update(environ)
     from mpx.plugins import reload_plugins
@@ -53,10 +60,13 @@ def _child_main(conn: Connection, ref: BackendRef, sys_path: list[str], environ:
 
     reload_plugins()
     torch.set_num_threads(1)  # workers run side by side; intra-op threads in each only contend for the cores
+    conn.send(("started", None))
     try:
+        if memory is not None:
+            worker_limits.limit_memory(memory)
         backend = ref.create()
         conn.send(("ready", backend.describe()))
-    except Exception as error:
+    except (Exception, SystemExit, KeyboardInterrupt) as error:
         conn.send(("failed", f"{type(error).__name__}: {error}"))
         return
     cache = ReferenceCache()
@@ -71,13 +81,14 @@ def _child_main(conn: Connection, ref: BackendRef, sys_path: list[str], environ:
 class _Worker:
     """One child process, the cases it was sent and has not answered, and when the first of them is late."""
 
-    def __init__(self, context: Any, ref: BackendRef) -> None:
+    def __init__(self, context: Any, ref: BackendRef, memory: int | None = None) -> None:
         environ = {k: v for k, v in os.environ.items() if k.startswith("MPX_")}
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_child_main, args=(child_conn, ref, list(sys.path), environ), daemon=True)
+        args = (child_conn, ref, list(sys.path), environ, memory)
+        self.process = context.Process(target=_child_main, args=args, daemon=True)
         self.process.start()
         child_conn.close()
-        self.ready = False
+        self.started = self.ready = False
         self.pending: deque[Case] = deque()
         self.deadline = time.monotonic() + STARTUP_TIMEOUT_S
 
@@ -131,8 +142,12 @@ def run_isolated(
     timeout: float = 60.0,
     workers: int = 2,
     on_result: OnResult | None = None,
+    memory: int | None = None,
 ) -> tuple[list[CaseResult], dict[str, Any]]:
-    """Run `cases` in child processes; returns the results in case order and the backend's describe()."""
+    """Run `cases` in child processes; returns the results in case order and the backend's describe().
+
+    `workers` is capped by the machine (worker_limits.worker_count); `memory` caps each worker's address space.
+    """
     context = _context()
     todo: deque[Case] = deque(cases)
     results: dict[str, CaseResult] = {}
@@ -149,6 +164,13 @@ def run_isolated(
         if worker.ready and len(worker.pending) < BATCH and todo:
             worker.send([todo.popleft() for _ in range(min(BATCH, len(todo)))], timeout)
 
+    def give_up(detail: str) -> None:  # the backend cannot start: every case left is an error, no retry
+        for worker in [w for w in pool if not w.ready]:
+            worker.kill()
+            pool.remove(worker)
+        while todo:
+            record(_lost(todo.popleft(), Status.ERROR, f"the backend failed to start: {detail}", 0.0))
+
     def replace(worker: _Worker, status: Status, detail: str) -> None:
         nonlocal failed_starts
         pool.remove(worker)
@@ -163,15 +185,19 @@ def run_isolated(
             while todo:
                 record(_lost(todo.popleft(), Status.CRASH, reason, 0.0))
         elif todo or any(w.pending for w in pool):
-            pool.append(_Worker(context, ref))
+            pool.append(_Worker(context, ref, memory))
 
+    finished = False
     try:
-        pool.extend(_Worker(context, ref) for _ in range(max(1, min(workers, len(cases)))))
+        count, _ = worker_limits.worker_count(workers, len(cases), memory)
+        pool.extend(_Worker(context, ref, memory) for _ in range(count))
         while pool and (todo or any(w.pending or not w.ready for w in pool)):
             busy = [w.deadline for w in pool if w.pending or not w.ready]
             wait_s = max(0.0, min(busy) - time.monotonic()) if busy else None
             ready = wait([w.conn for w in pool], timeout=wait_s)
             for worker in [w for w in pool if w.conn in ready]:
+                if worker not in pool:  # killed by give_up() in this round
+                    continue
                 try:
                     kind, payload = worker.conn.recv()
                 except (EOFError, OSError):
@@ -179,14 +205,16 @@ def run_isolated(
                     worker.kill()
                     replace(worker, Status.CRASH, detail)
                     continue
+                if kind == "started":
+                    worker.started, worker.deadline = True, time.monotonic() + timeout
+                    continue
                 if kind == "ready":
                     worker.ready, failed_starts = True, 0
                     description = description or payload
                 elif kind == "failed":
                     worker.stop()
                     pool.remove(worker)
-                    while todo:
-                        record(_lost(todo.popleft(), Status.ERROR, f"the backend failed to start: {payload}", 0.0))
+                    give_up(payload)
                     continue
                 else:
                     worker.pending.popleft()
@@ -194,14 +222,23 @@ def run_isolated(
                     record(payload)
                 feed(worker)
             for worker in [w for w in pool if (w.pending or not w.ready) and time.monotonic() > w.deadline]:
+                if worker not in pool:  # killed by give_up() in this round
+                    continue
                 worker.kill()
                 if worker.ready:
                     replace(worker, Status.TIMEOUT, f"no answer within {timeout:g} s; the worker was killed")
+                elif worker.started:
+                    pool.remove(worker)
+                    give_up(f"building it did not finish within {timeout:g} s (the per-case timeout)")
                 else:
                     replace(worker, Status.CRASH, f"the child process did not start within {STARTUP_TIMEOUT_S:g} s")
             for worker in pool:
                 feed(worker)
+        finished = True
     finally:
         for worker in pool:
-            worker.stop()
+            if finished:
+                worker.stop()
+            else:  # interrupted (Ctrl-C, SIGTERM): kill at once, a hung case would not answer
+                worker.kill()
     return [results[c.id] for c in cases if c.id in results], description

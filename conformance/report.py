@@ -196,15 +196,10 @@ class Report:
 
     @classmethod
     def load(cls, path: str | Path) -> Report:
-        """Read a JSON report written by `mpx conformance --json`."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConformanceError(f"cannot read report {str(path)!r}: {error.strerror or error}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ConformanceError(
-                f"{str(path)!r} is not JSON ({error}); pass a report written by 'mpx conformance --json PATH'"
-            ) from None
+        """Read a JSON report written by `mpx conformance --json` (report_input refuses anything else)."""
+        from .report_input import check_types, read_json
+
+        data = read_json(path)
+        if isinstance(data, dict) and data.get("schema") == SCHEMA:  # else from_dict names the schema
+            check_types(data, repr(str(path)))
         return cls.from_dict(data, source=repr(str(path)))

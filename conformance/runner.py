@@ -15,6 +15,7 @@ from mpx.ops.reference import expected, prepare, result_formats
 from mpx.ops.tolerance import compare
 from mpx.plugins import Backend
 
+from . import interrupts
 from .cases import Case
 from .report import CaseResult
 from .status import Status
@@ -53,10 +54,22 @@ def run_case(backend: Backend, case: Case, cache: ReferenceCache | None = None) 
 
     A case is independent of the ones before it: the backend gets copies of the cached inputs (what it writes
     into them reaches no later case or backend) and torch's default dtype and grad mode are restored after it.
+    A backend that calls sys.exit() or raises KeyboardInterrupt itself gets an `error` for the case; only the
+    user's own Ctrl-C (a SIGINT seen by interrupts.watch()) ends the run.
     """
     dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
+    start, interrupted = time.perf_counter(), interrupts.received()
     try:
         return _run_case(backend, case, cache)
+    except (SystemExit, KeyboardInterrupt) as stop:
+        if isinstance(stop, KeyboardInterrupt) and interrupts.received() > interrupted:
+            raise
+        raised = f"{type(stop).__name__}: {stop}" if str(stop) else type(stop).__name__
+        detail = f"the backend raised {raised}; a backend must raise an exception, not stop the process"
+        elapsed = time.perf_counter() - start
+        return CaseResult(
+            case.id, case.op, case.format, case.pass_, case.input_class, Status.ERROR, None, detail, elapsed
+        )
     finally:
         torch.set_default_dtype(dtype)
         torch.set_grad_enabled(grad)
@@ -146,7 +159,7 @@ def run_cases(
     """Run cases one after another in this process (with one intra-op thread, restored afterwards)."""
     cache = cache or ReferenceCache()
     results = []
-    with one_thread():
+    with one_thread(), interrupts.watch():
         for case in cases:
             outcome = run_case(backend, case, cache)
             results.append(outcome)

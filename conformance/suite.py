@@ -39,6 +39,7 @@ class Selection:
     workers: int = 2
     options: dict[str, Any] = field(default_factory=dict)
     accuracy: TableRequest | None = None  # the exhaustive accuracy tables to make (None: none)
+    worker_memory: int | None = None  # bytes of address space per isolated worker (None: no limit)
 
 
 def resolve_backends(names: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -74,7 +75,9 @@ def run_suite(
         tables = None
         if isolate:
             ref = BackendRef(name, dict(selection.options))
-            cases, description = run_isolated(ref, selected, selection.timeout, selection.workers, on_result)
+            cases, description = run_isolated(
+                ref, selected, selection.timeout, selection.workers, on_result, selection.worker_memory
+            )
             if selection.accuracy is not None:
                 from .accuracy_tables_run import tables_isolated
 

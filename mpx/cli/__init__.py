@@ -37,13 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help and --version
+            return done.code if isinstance(done.code, int) else 0
         return int(args.run(args) or 0)
     except MpxError as error:
         print(f"mpx: error: {error}", file=sys.stderr)
         return 2
-    except SystemExit as done:  # --help and --version
-        return done.code if isinstance(done.code, int) else 0
+    except SystemExit as done:  # plugin or backend code called sys.exit(): never a silent success
+        print(f"mpx: error: stopped by SystemExit({done.code!r}) from a plugin or backend", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mpx: interrupted", file=sys.stderr)
         return 130

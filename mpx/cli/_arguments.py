@@ -45,3 +45,13 @@ def output_path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; give a file name")
     return text
+
+
+def memory_size(text: str) -> int:
+    """A memory size such as 2G, 512M or 1.5GiB, in bytes."""
+    from mpx.conformance.worker_limits import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

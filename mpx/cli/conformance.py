@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from mpx.cli._arguments import memory_size, positive_integer
 from mpx.errors import ConformanceError
 from mpx.formats import FP8_E5M2
 
@@ -72,7 +76,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="per-case timeout in seconds for isolated runs (default 60; implies --isolate)",
     )
-    add("--workers", type=int, default=2, metavar="N", help="child processes per isolated backend (default 2)")
+    add(
+        "--workers",
+        type=positive_integer,
+        default=None,
+        metavar="N",
+        help="child processes per isolated backend (default 2; at most the cases, the CPUs and what memory allows)",
+    )
+    add(
+        "--worker-memory",
+        type=memory_size,
+        default=None,
+        metavar="SIZE",
+        help="cap each isolated worker's address space (e.g. 4G); a case that needs more is that case's error",
+    )
     add("--json", metavar="PATH", help="write the JSON report (schema mpx-conformance/1)")
     add(
         "--html",
@@ -150,8 +167,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConformanceError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     if args.timeout is not None and args.isolate is False:
         raise ConformanceError("--timeout needs cases in child processes; drop --no-isolate (or drop --timeout)")
-    if args.workers < 1:
-        raise ConformanceError(f"--workers must be at least 1, not {args.workers}")
     outputs = {kind: getattr(args, kind) for kind in REPORT_KINDS if getattr(args, kind) is not None}
     empty = [kind for kind, path in outputs.items() if not path.strip()]
     if empty:
@@ -168,8 +183,14 @@ def run(args: argparse.Namespace) -> int:
         from mpx.conformance.repro import check_repro_dir
 
         check_repro_dir(args.repro)
+    if args.worker_memory is not None and args.isolate is False:
+        raise ConformanceError("--worker-memory limits child processes; drop --no-isolate (or drop --worker-memory)")
     isolate = True if args.timeout is not None and args.isolate is None else args.isolate
-    selection = Selection(args.backend, scenarios, formats, cases, isolate, args.timeout or 60.0, args.workers, options)
+    workers, timeout, memory = args.workers or 2, args.timeout or 60.0, args.worker_memory
+    selection = Selection(
+        args.backend, scenarios, formats, cases, isolate, timeout, workers, options, worker_memory=memory
+    )
+    _note_worker_cap(args, len(cases))
     from mpx.conformance.accuracy_tables_run import table_request
 
     names = [f.name for f in formats]
@@ -179,7 +200,12 @@ def run(args: argparse.Namespace) -> int:
         args.accuracy_tables, args.tolerance, args.op, names, args.case, args.accuracy_chunk
     )
     interactive = sys.stderr.isatty() and not args.quiet
-    report = _run_with_progress(selection, run_suite) if interactive else run_suite(selection)
+    try:
+        with _sigterm_ends_the_run():
+            report = _run_with_progress(selection, run_suite) if interactive else run_suite(selection)
+    except Terminated:
+        print("mpx conformance: terminated; the workers were stopped and no report was written", file=sys.stderr)
+        return 128 + int(signal.SIGTERM)
     writers = _writers()
     for kind, path in outputs.items():
         write_atomic(path, writers[kind](report))
@@ -200,6 +226,37 @@ def run(args: argparse.Namespace) -> int:
         for line in failures(report, args.backend):
             print(f"mpx conformance: {line}", file=sys.stderr)
     return code
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the run's cleanup kills its workers before the process ends."""
+
+
+@contextlib.contextmanager
+def _sigterm_ends_the_run() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _note_worker_cap(args: argparse.Namespace, cases: int) -> None:
+    """Say so when the machine caps an explicit --workers below what was asked (not when the cases do)."""
+    from mpx.conformance.worker_limits import worker_count
+
+    if args.workers is None or args.quiet or args.isolate is False:
+        return
+    count, reason = worker_count(args.workers, cases, args.worker_memory)
+    if reason:
+        print(f"mpx conformance: --workers {args.workers} capped at {count} ({reason})", file=sys.stderr)
 
 
 def _run_with_progress(selection: Any, run_suite: Callable[..., Any]) -> Any:

@@ -196,7 +196,7 @@ class BackendRegistry:
         except TypeError as error:
             message = f"backend {name!r} rejected its options {sorted(options)}: {error}"
             raise BackendUnavailableError(message) from error
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # a factory's sys.exit() is its error, not the end of mpx
             message = f"backend {name!r} failed to start: {type(error).__name__}: {error}"
             raise BackendUnavailableError(message) from error
         if not isinstance(backend, Backend):

@@ -14,29 +14,12 @@ import torch
 
 from mpx.errors import LossScaleError
 from mpx.training.overflow import unscale_and_check_
+from mpx.training.scaler_checks import check_device as _check_device
+from mpx.training.scaler_checks import check_factor as _check_factor
+from mpx.training.scaler_checks import check_scale as _check_scale
+from mpx.training.scaler_checks import count as _count
 
 _GRAD_SCALER_KEYS = ("scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker")
-
-
-def _check_scale(value: Any, what: str = "loss scale") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise LossScaleError(f"the {what} must be a positive number, not {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise LossScaleError(f"the {what} must be a positive finite number, got {value!r}; e.g. 2.0**16")
-    return value
-
-
-def _count(state: dict[str, Any], key: str, minimum: int, default: int | None = None) -> int:
-    """state[key] as an integer >= minimum (a whole float or 1-element tensor is accepted)."""
-    value = state.get(key, default)
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise LossScaleError(f"scaler state {key!r} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class LossScaler:
@@ -44,7 +27,7 @@ class LossScaler:
 
     def __init__(self, scale: float, device: torch.device | str | None = None) -> None:
         self._init_scale = scale
-        self._device = torch.device(device) if device is not None else None
+        self._device = _check_device(device)
         self._scale: torch.Tensor | None = None
 
     def _lazy_init(self, device: torch.device) -> None:
@@ -153,10 +136,8 @@ class DynamicLossScaler(LossScaler):
         device: torch.device | str | None = None,
     ) -> None:
         init_scale = _check_scale(init_scale, "init_scale")
-        if not (isinstance(growth_factor, (int, float)) and growth_factor > 1.0):
-            raise LossScaleError(f"growth_factor must be > 1, got {growth_factor!r}; torch's default is 2.0")
-        if not (isinstance(backoff_factor, (int, float)) and 0.0 < backoff_factor < 1.0):
-            raise LossScaleError(f"backoff_factor must be in (0, 1), got {backoff_factor!r}; torch's default is 0.5")
+        growth_factor = _check_factor(growth_factor, "growth_factor", 1.0, math.inf, 2.0)
+        backoff_factor = _check_factor(backoff_factor, "backoff_factor", 0.0, 1.0, 0.5)
         for name, value in (("growth_interval", growth_interval), ("hysteresis", hysteresis)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise LossScaleError(f"{name} must be an integer >= 1, got {value!r}")
