@@ -67,7 +67,8 @@ def _child_rows(
     process.start()
     child.close()
     rows: list[TableRow] = []
-    wait = STARTUP_TIMEOUT_S + timeout
+    building = False
+    wait = STARTUP_TIMEOUT_S  # the interpreter and torch start; then the backend gets `timeout` to build
     try:
         while len(rows) < len(todo):
             op, fmt, pass_ = todo[len(rows)]
@@ -76,12 +77,19 @@ def _child_rows(
             if message is None and failed is None:
                 process.join(timeout=5)
                 failed = f"crash: the table process exited with code {process.exitcode}"
+            if message is not None and message[0] in ("started", "built"):
+                wait = timeout
+                building = message[0] == "started"
+                continue
             if message is not None:
                 if message[0] == "row":
                     rows.append(TableRow.from_dict(message[1]))
-                    wait = timeout
                     continue
                 failed = f"the backend could not be built: {message[1]}"
+                rows += [TableRow(o, p, f, "error", failed) for o, f, p in todo[len(rows) :]]
+                break
+            if building:  # a backend that does not build in time would hang every fresh process the same way
+                failed = f"the backend did not build within {timeout:g} s (--timeout)"
                 rows += [TableRow(o, p, f, "error", failed) for o, f, p in todo[len(rows) :]]
                 break
             rows.append(TableRow(op, pass_, fmt, "error", failed))
@@ -128,11 +136,13 @@ def _child_main(
     from mpx.ops import get_op
 
     torch.set_num_threads(1)
+    conn.send(("started", None))
     try:
         backend = ref.create()
     except Exception as error:
         conn.send(("failed", f"{type(error).__name__}: {error}"))
         return
+    conn.send(("built", None))
     profile = get_profile(request.profile)
     for op, fmt, pass_ in todo:
         row = measure(backend, get_op(op), lookup_format(fmt), pass_, profile, request.chunk)  # type: ignore[arg-type]

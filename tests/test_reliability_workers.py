@@ -43,7 +43,7 @@ def test_a_hanging_backend_factory_ends_with_the_per_case_timeout(tmp_path):
     seconds = time.monotonic() - start
     assert done.returncode == 1, done.stderr
     (backend,) = json.loads(report.read_text())["backends"]
-    assert len(backend["cases"]) == 6
+    assert len(backend["cases"]) >= 6  # every add/fp16 case, each the build's error
     for case in backend["cases"]:
         assert case["status"] == "error"
         assert "building it did not finish within 2 s" in case["detail"]
