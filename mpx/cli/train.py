@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from typing import Any
 
 from mpx._io import atomic_write_text, check_writable
 from mpx.cli._arguments import output_path, positive_integer, positive_number, seed
@@ -21,7 +22,11 @@ def _loss_scale(text: str) -> str | float:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train an MLP on a synthetic regression task")
-    parser.add_argument("--backend", default="cpu", help="backend name (see 'mpx backends'); default cpu")
+    parser.add_argument(
+        "--backend",
+        default="cpu",
+        help="backend name (see 'mpx backends'), e.g. cpu, cuda, onnxrt or onnxrt:<ExecutionProvider>; default cpu",
+    )
     parser.add_argument(
         "--precision",
         default="bf16-mixed",
@@ -56,6 +61,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--hidden", type=positive_integer, default=128, help="hidden width of the MLP")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
+
+
+def _counts(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{name} x{n}" if isinstance(n, int) else str(name) for name, n in counts.items())
+
+
+def _gemms(graph: dict[str, Any]) -> str:
+    """Each GEMM op's dtypes as onnxruntime ran it, and as the exported graph declared it where that differs."""
+    cells = []
+    for op, counts in graph.get("gemm_dtypes", {}).items():
+        ran = "/".join(f"{n}x{dtype}" for dtype, n in counts.items())
+        declared = "/".join(graph.get("gemm_dtypes_in_graph", {}).get(op, {}))
+        cells.append(f"{op} {ran}" + (f" (exported {declared})" if declared and declared != "/".join(counts) else ""))
+    return "; ".join(cells) or "-"
+
+
+def placement_lines(placement: list[dict[str, Any]]) -> list[str]:
+    """mp.placement() as text: per graph, its nodes, the share the EP ran, the GEMMs' real dtypes, what moved."""
+    providers = sorted({str(p.get("provider", "?")) for p in placement if p.get("kind") != "eager"})
+    lines = [f"placement on {', '.join(providers)}:"]
+    for graph in placement:
+        if graph.get("kind") == "eager":
+            runs, reason = graph.get("runs"), graph.get("reason")
+            lines.append(f"  eager: {runs} model calls ran as torch code on the host ({reason})")
+            continue
+        share = graph.get("share_on_provider")
+        on_ep = "EP share unknown" if share is None else f"{100 * share:.0f}% on EP"
+        parts = [
+            f"{graph.get('nodes', '?')} nodes, {on_ep}",
+            f"GEMMs ran as {_gemms(graph)}" if graph.get("gemm_dtypes") else "",
+            f"fell back: {_counts(graph['fallback_ops'])}" if graph.get("fallback_ops") else "",
+            f"upcast: {_counts(graph['upcast_ops'])}" if graph.get("upcast_ops") else "",
+            f"decomposed: {', '.join(graph['decomposed_ops'])}" if graph.get("decomposed_ops") else "",
+        ]
+        lines.append(f"  {graph.get('graph', '?')}: " + "; ".join(p for p in parts if p))
+    if not any(g.get("kind") in ("forward", "backward") for g in placement):
+        lines.append("  (no model graph was compiled: the model ran as torch code on the host)")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,9 +138,13 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("steps skipped", str(summary.steps_skipped))
     table.add_row("final loss scale", f"{summary.final_scale:g}")
     table.add_row("step time", f"{summary.step_time_ms:.2f} ms")
+    table.add_row("first step (compiles)", f"{summary.first_step_ms:.0f} ms")
     table.add_row("bytes / parameter", f"{summary.bytes_per_param:.2f}")
     table.add_row("master weights", "yes" if summary.master_weights else "no")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if summary.placement:
+        console.print("\n".join(placement_lines(summary.placement)), highlight=False, markup=False, soft_wrap=True)
     if args.json:
         result = asdict(summary)
         if fp32 is not None:

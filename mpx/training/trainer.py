@@ -140,6 +140,7 @@ class MixedPrecision:
         self._found_inf: torch.Tensor | None = None
         self._last: StepResult | None = None
         self._order = CallOrder()  # READY -> SCALED -> UNSCALED -> step(): raises on an order that breaks the math
+        self.model = self.backend.prepare_model(model, self.policy)  # e.g. compiled for the backend's device
 
     def _move_grad_to_buffer(self, param: torch.Tensor) -> None:
         buffer = self._grad_buffers[param]
@@ -148,6 +149,10 @@ class MixedPrecision:
         else:
             buffer.add_(param.grad)
         param.grad = None
+
+    def placement(self) -> list[dict[str, Any]]:
+        """Where the backend runs the model: one plain dict per compiled graph ([] where it runs as torch code)."""
+        return self.backend.placement()
 
     def autocast(self) -> AbstractContextManager[None]:
         """Run the forward pass in the policy's compute format on this backend."""
