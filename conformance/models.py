@@ -11,6 +11,7 @@ that final loss is at most LOSS_RATIO x the fp32 run's (1.05 for 16-bit formats 
 zoo stay within 1.5 %; 1.10 for fp8, whose u is 16x bf16's and whose curves stay within 2.5 %), and at most
 SKIPPED_SHARE of the steps were skipped. Both curves are recorded.
 
+Both run the model as the backend prepares it (`prepare_model`: onnxrt compiles it into sessions on its EP).
 A backend that does not train (not an mpx.TrainingBackend) gets the cases as `unsupported`; any exception in
 a case is that case's `error`, and the other cases run on.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 import torch
 
+from mpx.errors import PolicyError
 from mpx.formats import format as lookup_format
 from mpx.plugins.backend import Backend, TrainingBackend
 from mpx.policy import Policy
@@ -134,6 +136,7 @@ def _inference(backend: TrainingBackend, spec: ModelSpec, case: Case, cache: dic
             reference = model64(inputs64)
         cache[key] = reference, predicted_error(model64, inputs64, policy, reference)
     reference, predicted = cache[key]
+    model = backend.prepare_model(model, policy)  # where the backend compiles models (onnxrt): run as compiled
     with torch.no_grad(), backend.autocast(policy):
         outputs = model(inputs)
     error, bound = relative_error(outputs, reference), SAFETY * predicted
@@ -178,7 +181,19 @@ def run_model_case(backend: Backend, case: Case, cache: dict[Any, Any] | None = 
     try:
         spec = MODELS[name]
         run = _training if case.pass_ == "training" else _inference
+        eager_before = _eager_calls(backend)
         status, detail, extra = run(backend, spec, case, cache if cache is not None else {})
+        eager = _eager_calls(backend) - eager_before
+    except PolicyError as error:  # the backend does not train or run in this format at all: it says why
+        return result(Status.UNSUPPORTED, f"{backend.name} refuses the {case.format} recipe: {error}")
     except Exception as error:
         return result(Status.ERROR, f"{type(error).__name__}: {error}".strip()[:2000])
+    if eager and status == Status.PASS:  # right numbers, but not from the backend's device
+        detail = f"{eager} model calls ran as torch code on the host, not on {backend.name}'s device; {detail}"
+        status = Status.FALLBACK
     return result(status, detail, extra)
+
+
+def _eager_calls(backend: TrainingBackend) -> int:
+    """Model calls a compiling backend ran as torch code on the host (its placement's "eager" entries)."""
+    return sum(int(graph.get("runs") or 0) for graph in backend.placement() if graph.get("kind") == "eager")

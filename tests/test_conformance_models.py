@@ -144,13 +144,22 @@ def test_a_backend_that_does_not_train_gets_unsupported_model_cases() -> None:
     assert result.status is Status.UNSUPPORTED and "not an mpx.TrainingBackend" in result.detail
 
 
-def test_onnxrt_gets_unsupported_model_cases() -> None:
+def test_a_backend_that_only_runs_ops_gets_unsupported_model_cases() -> None:
+    class OpsOnly(Backend):
+        name = "ops-only"
+
+    result = run(OpsOnly(), "model/mlp/fp16/inference")
+    assert result.status is Status.UNSUPPORTED and "does not train" in result.detail
+
+
+def test_onnxrt_runs_its_model_cases_on_the_ep() -> None:
     try:
         backend = mpx.get_backend("onnxrt")
     except mpx.MpxError as error:
         pytest.skip(f"onnxrt is not available here: {error}")
     result = run(backend, "model/mlp/fp16/inference")
-    assert result.status is Status.UNSUPPORTED and "does not train" in result.detail
+    assert result.status is Status.PASS, result.detail
+    assert any(graph["kind"] == "forward" for graph in backend.placement())  # it ran as a session on the EP
 
 
 def test_model_case_ids_parse_back_and_select_with_the_model_pseudo_op() -> None:

@@ -37,7 +37,8 @@ def test_listed_eps_that_do_not_start_are_unavailable_with_the_reason():
 def test_cpu_ep_by_name():
     backend = mpx.get_backend("onnxrt:CPUExecutionProvider")
     assert backend.name == "onnxrt:CPUExecutionProvider"
-    assert backend.device == "CPUExecutionProvider"
+    assert backend.provider == "CPUExecutionProvider" and backend.describe()["device"] == "CPUExecutionProvider"
+    assert backend.device == "cpu"  # where the torch tensors it trains live
 
 
 def test_unknown_ep_names_the_eps_present():

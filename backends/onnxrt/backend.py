@@ -13,7 +13,8 @@ from typing_extensions import override
 from mpx.errors import BackendUnavailableError, OpError
 from mpx.formats import FORMATS, Format
 from mpx.ops.spec import OpSpec, Pass
-from mpx.plugins.backend import Backend, Shapes, Support, Tensors
+from mpx.plugins.backend import Shapes, Support, Tensors
+from mpx.training.protocol_ops import PROTOCOL_OPS
 
 from .graph import BuiltGraph, boundary_dtype, build_graph, output_dtypes
 from .native_log import run_options
@@ -21,10 +22,15 @@ from .placement import GraphUnsupported, Placement, place
 from .providers import default_provider, normalize_options, probe, target
 from .semantics import Semantics, measure, summarize
 from .session_cache import CompiledGraph, SessionCache
+from .training.protocol_backend import EpTrainingProtocol
 
 
-class OnnxRuntimeBackend(Backend):
-    """Runs every registry op as a small ONNX graph on one EP; says truthfully how the EP runs each one."""
+class OnnxRuntimeBackend(EpTrainingProtocol):
+    """Runs every registry op as a small ONNX graph on one EP; says truthfully how the EP runs each one.
+
+    It trains too: the training protocol runs as EP graphs (training/protocol*.py), and the precision ops'
+    conformance cases run through that protocol. Torch tensors stay in host memory: `device` is "cpu".
+    """
 
     name = "onnxrt"
 
@@ -54,7 +60,7 @@ class OnnxRuntimeBackend(Backend):
         if conflict():
             warnings.warn(conflict(), RuntimeWarning, stacklevel=2)
         self.name = name or (f"onnxrt:{provider}" if provider else "onnxrt")
-        self.device = self.provider
+        self.device = "cpu"  # where the torch tensors it trains live; the EP is self.provider
         self.formats = FORMATS
         self.cache = SessionCache()
         self._semantics: dict[str, Semantics] | None = None
@@ -111,6 +117,8 @@ class OnnxRuntimeBackend(Backend):
 
     @override
     def _run(self, op: OpSpec, fmt: Format, inputs: Tensors, pass_: Pass, grad_outputs: Tensors | None) -> Tensors:
+        if pass_ == "forward" and op.name in PROTOCOL_OPS:  # certified as it trains: through the protocol
+            return self.protocol_op(op, fmt, inputs)
         # the hot path (a forward call seen before, on CPU tensors numpy holds): one dict lookup, numpy views
         # in, the C++ session's run (its Python wrapper re-validates input names that are ours already),
         # torch views out. Ops are keyed by identity: each op here is held in _ops, so its id stays its own.
@@ -225,6 +233,7 @@ class OnnxRuntimeBackend(Backend):
         ir_version, opset = model_versions()
         return {
             **super().describe(),
+            "device": self.provider,
             "provider": self.provider,
             "provider_options": dict(self.provider_options),
             **(self._plugin_facts() if self.target.plugin else {}),

@@ -41,7 +41,11 @@ def _inspection_writer(path: str) -> Any:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train an MLP on a synthetic regression task")
-    parser.add_argument("--backend", default="cpu", help="backend name (see 'mpx backends'); default cpu")
+    parser.add_argument(
+        "--backend",
+        default="cpu",
+        help="backend name (see 'mpx backends'), e.g. cpu, cuda, onnxrt or onnxrt:<ExecutionProvider>; default cpu",
+    )
     parser.add_argument(
         "--precision",
         default="bf16-mixed",
@@ -91,6 +95,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _counts(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{name} x{n}" if isinstance(n, int) else str(name) for name, n in counts.items())
+
+
+def _gemms(graph: dict[str, Any]) -> str:
+    """Each GEMM op's dtypes as onnxruntime ran it, and as the exported graph declared it where that differs."""
+    cells = []
+    for op, counts in graph.get("gemm_dtypes", {}).items():
+        ran = "/".join(f"{n}x{dtype}" for dtype, n in counts.items())
+        declared = "/".join(graph.get("gemm_dtypes_in_graph", {}).get(op, {}))
+        cells.append(f"{op} {ran}" + (f" (exported {declared})" if declared and declared != "/".join(counts) else ""))
+    return "; ".join(cells) or "-"
+
+
+def placement_lines(placement: list[dict[str, Any]]) -> list[str]:
+    """mp.placement() as text: per graph, its nodes, the share the EP ran, the GEMMs' real dtypes, what moved."""
+    providers = sorted({str(p.get("provider", "?")) for p in placement if p.get("kind") != "eager"})
+    lines = [f"placement on {', '.join(providers)}:"]
+    for graph in placement:
+        if graph.get("kind") == "eager":
+            runs, reason = graph.get("runs"), graph.get("reason")
+            lines.append(f"  eager: {runs} model calls ran as torch code on the host ({reason})")
+            continue
+        share = graph.get("share_on_provider")
+        on_ep = "EP share unknown" if share is None else f"{100 * share:.0f}% on EP"
+        parts = [
+            f"{graph.get('nodes', '?')} nodes, {on_ep}",
+            f"GEMMs ran as {_gemms(graph)}" if graph.get("gemm_dtypes") else "",
+            f"fell back: {_counts(graph['fallback_ops'])}" if graph.get("fallback_ops") else "",
+            f"upcast: {_counts(graph['upcast_ops'])}" if graph.get("upcast_ops") else "",
+            f"decomposed: {', '.join(graph['decomposed_ops'])}" if graph.get("decomposed_ops") else "",
+        ]
+        lines.append(f"  {graph.get('graph', '?')}: " + "; ".join(p for p in parts if p))
+    if not any(g.get("kind") in ("forward", "backward") for g in placement):
+        lines.append("  (no model graph was compiled: the model ran as torch code on the host)")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     """The `mpx train` command: train, print a summary, optionally write JSON."""
     from rich.console import Console
@@ -138,11 +180,15 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("steps skipped", str(summary.steps_skipped))
     table.add_row("final loss scale", f"{summary.final_scale:g}")
     table.add_row("step time", f"{summary.step_time_ms:.2f} ms")
+    table.add_row("first step (compiles)", f"{summary.first_step_ms:.0f} ms")
     table.add_row("bytes / parameter", f"{summary.bytes_per_param:.2f}")
     table.add_row("master weights", "yes" if summary.master_weights else "no")
     if summary.world_size > 1:
         table.add_row("ranks", f"{summary.world_size} ({summary.parallel})")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if summary.placement:
+        console.print("\n".join(placement_lines(summary.placement)), highlight=False, markup=False, soft_wrap=True)
     if args.json:
         result = asdict(summary)
         if fp32 is not None:

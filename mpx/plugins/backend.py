@@ -157,6 +157,14 @@ class TrainingBackend(Backend):
         if policy.compute.is_fp8 or policy.backward.is_fp8:
             raise PolicyError(f"backend {self.name!r} has no fp8 autocast; use fp16-mixed or bf16-mixed")
 
+    def prepare_model(self, model: torch.nn.Module, policy: Policy) -> torch.nn.Module:
+        """Make `model` run on this backend (e.g. compile it for the device); returns it. Default: unchanged."""
+        return model
+
+    def placement(self) -> list[dict[str, Any]]:
+        """Where the models this backend prepared really run: one plain dict per compiled graph (default: none)."""
+        return []
+
     @contextlib.contextmanager
     def autocast(self, policy: Policy | str) -> Iterator[None]:
         """Run the model code inside in the policy's compute format (torch.autocast on this device)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,7 +23,11 @@ STATE_RECIPES = {"fp32": FP32_STATE, "lean": LEAN_ADAM}
 
 @dataclass
 class TrainSummary:
-    """The outcome of one run; `final_loss` is the mean loss of the last 10 steps."""
+    """The outcome of one run; `final_loss` is the mean loss of the last 10 steps.
+
+    `step_time_ms` is the mean of the steps after the first; `first_step_ms` includes what the first step
+    compiles (the onnxrt backend's graphs). `placement`: where the backend ran each graph (mp.placement()).
+    """
 
     backend: str
     precision: str
@@ -38,6 +42,8 @@ class TrainSummary:
     loss_curve: list[float]
     world_size: int = 1  # ranks of a distributed run (mpx train --nproc)
     parallel: str = "none"  # ddp or fsdp when world_size > 1
+    first_step_ms: float = 0.0
+    placement: list[dict[str, Any]] = field(default_factory=list)
 
 
 def make_task(seed: int, inputs: int = 32, samples: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +103,7 @@ def train(
     order = torch.Generator().manual_seed(seed + 1)
     losses: list[torch.Tensor] = []
     device = resolved.device
-    start = time.perf_counter()
+    start = first_done = time.perf_counter()
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"{precision} on {resolved.name}", total=steps)
         for _ in range(steps):
@@ -111,7 +117,10 @@ def train(
             mp.step()
             losses.append(loss.detach())
             bar.advance(task)
-    elapsed = time.perf_counter() - start
+            if len(losses) == 1:
+                first_done = time.perf_counter()
+    end = time.perf_counter()
+    later_steps = (end - first_done) / (steps - 1) if steps > 1 else first_done - start
     if inspect is not None:
         inspect(mp.inspection)
     tail = torch.stack(losses[-10:]).float()
@@ -123,8 +132,10 @@ def train(
         final_loss=float(tail.mean()),
         steps_skipped=int(mp.skipped_steps),
         final_scale=float(mp.scaler.loss_scale),
-        step_time_ms=1000 * elapsed / steps,
+        step_time_ms=1000 * later_steps,
         bytes_per_param=measure_bytes(model, optimizer, mp),
         master_weights=master_weights,
         loss_curve=torch.stack(losses).float().tolist(),
+        first_step_ms=1000 * (first_done - start),
+        placement=mp.placement(),
     )

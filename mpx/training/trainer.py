@@ -122,6 +122,7 @@ class MixedPrecision:
         self.inspection = None if not inspect else _inspection(model, inspect)
         self._grad_norm: torch.Tensor | None = None
         self._track_grad_norm = False  # metrics() turns it on
+        self.model = self.backend.prepare_model(model, self.policy)  # e.g. compiled for the backend's device
 
     def _move_grad_to_buffer(self, param: torch.Tensor) -> None:
         buffer = self._grad_buffers[param]
@@ -130,6 +131,10 @@ class MixedPrecision:
         else:
             buffer.add_(param.grad)
         param.grad = None
+
+    def placement(self) -> list[dict[str, Any]]:
+        """Where the backend runs the model: one plain dict per compiled graph ([] where it runs as torch code)."""
+        return self.backend.placement()
 
     def autocast(self) -> AbstractContextManager[None]:
         """Run the forward pass in the policy's compute format on this backend."""
