@@ -186,3 +186,16 @@ def test_backends_that_run_torch_code_leave_the_model_alone_and_report_no_graphs
     trainer = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=0.1), "cpu", "fp32")
     assert trainer.model is model and "forward" not in vars(model)
     assert trainer.placement() == []
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1)), Net])
+def test_models_past_dynamos_recompile_limit_still_run_on_the_ep(make) -> None:
+    """Each model compiles its own frame: a container's forward is compiled through one shared dynamo wrapper,
+    whose recompile limit the ninth nn.Sequential of a process used to hit (then it ran eagerly, silently)."""
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for _ in range(4):
+            model = make()
+            compile_model(model, OrtCompiler(target(CPU)))
+            model(torch.randn(2, 8 if isinstance(model, Net) else 4))
+            assert model._mpx_ort_compiler.eager_calls == 0
+            assert model._mpx_ort_compiler.forward_runs() == 1

@@ -254,7 +254,7 @@ def _foreach_on_host(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     chosen = []
     if type(optimizer) in FOREACH_BIT_IDENTICAL:
         for group in optimizer.param_groups:
-            if group.get("foreach", False) is None and _foreach_fits(group):
+            if group.get("foreach", False) is None and _foreach_fits(group, optimizer.state):
                 group["foreach"] = True
                 chosen.append(group)
     try:
@@ -264,14 +264,21 @@ def _foreach_on_host(optimizer: torch.optim.Optimizer) -> Iterator[None]:
             group["foreach"] = None
 
 
-def _foreach_fits(group: dict) -> bool:
-    """Plain dense real CPU tensors, no differentiable or fused step."""
+def _foreach_fits(group: dict, state: dict) -> bool:
+    """Plain dense real CPU tensors whose gradient and state share the parameter's dtype; no differentiable or
+    fused step (foreach kernels refuse mixed dtypes, which the single-tensor loop takes: e.g. Adagrad's sum
+    made in fp16 before mpx gave the optimizer fp32 masters)."""
     if group.get("differentiable") or group.get("fused"):
         return False
-    return all(
-        p.device.type == "cpu" and p.is_floating_point() and (p.grad is None or not p.grad.is_sparse)
-        for p in group["params"]
-    )
+    return all(_plain(p, state.get(p, {})) for p in group["params"])
+
+
+def _plain(param: torch.Tensor, state: dict) -> bool:
+    if param.device.type != "cpu" or not param.is_floating_point():
+        return False
+    if param.grad is not None and (param.grad.is_sparse or param.grad.dtype != param.dtype):
+        return False
+    return all(v.dtype == param.dtype for k, v in state.items() if k != "step" and isinstance(v, torch.Tensor))
 
 
 def has_own_update(optimizer: torch.optim.Optimizer) -> bool:

@@ -15,6 +15,7 @@ torch code on the host, and the report counts those calls in an "eager" entry.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import threading
 import types
@@ -103,7 +104,7 @@ def compile_model(model: torch.nn.Module, compiler: OrtCompiler) -> torch.nn.Mod
     from torch._dynamo.exc import BackendCompilerFailed
 
     eager = model.__dict__.get("_mpx_eager_forward") or model.forward
-    compiled = torch.compile(own_code(eager), backend=compiler, dynamic=False)
+    compiled = torch.compile(own_frame(eager), backend=compiler, dynamic=False)
 
     @functools.wraps(eager)
     def forward(*args: Any, **kwargs: Any) -> Any:
@@ -125,20 +126,16 @@ def compile_model(model: torch.nn.Module, compiler: OrtCompiler) -> torch.nn.Mod
     return model
 
 
-def own_code(method: Any) -> Any:
-    """`method` bound to a copy of its code object: dynamo keeps its graphs and its recompile_limit per code
-    object, so without the copy every model of one class would share them (the ninth instance of a class
-    would run eagerly). Anything but a plain Python method is returned as it is."""
-    function = getattr(method, "__func__", None)
-    if not isinstance(function, types.FunctionType) or getattr(method, "__self__", None) is None:
-        return method
-    copy = types.FunctionType(
-        function.__code__.replace(),
-        function.__globals__,
-        function.__name__,
-        function.__defaults__,
-        function.__closure__,
-    )
-    copy.__kwdefaults__, copy.__dict__ = function.__kwdefaults__, dict(function.__dict__)
-    copy.__qualname__, copy.__module__ = function.__qualname__, function.__module__
-    return types.MethodType(copy, method.__self__)
+def _calls_forward(*args: Any, **kwargs: Any) -> Any:
+    return _FORWARD(*args, **kwargs)  # noqa: F821 (each copy's own globals hold _FORWARD)
+
+
+def own_frame(forward: Any) -> Any:
+    """A function that calls `forward`, with a code object of its own: the frame dynamo compiles.
+
+    dynamo keeps its graphs and its recompile_limit per code object of the frame it compiles, and compiles a
+    torch.nn container's forward through one shared wrapper frame: without a frame per model, every model would
+    share those, and the ninth would run eagerly.
+    """
+    namespace = {"__builtins__": builtins, "_FORWARD": forward}
+    return types.FunctionType(_calls_forward.__code__.replace(), namespace, "mpx_compiled_forward")

@@ -148,13 +148,18 @@ def _op_name(target: Any) -> str:
     return text.replace("::", ".")
 
 
+# how dynamo names the model itself: the compiled frame's `self`, or the model behind the bound forward that
+# compile_backend.own_frame's frame calls
+_ROOT = re.compile(r"^(L\['self'\]|G\['_FORWARD'\]\.__self__)\.?")
+
+
 def _module_of(node: torch.fx.Node) -> str:
     """The module path a node came from ('' at the top level)."""
     stack = node.meta.get("nn_module_stack") or node.meta.get("fwd_nn_module_stack") or {}
     if not stack:
         return ""
     path, kind = list(stack.values())[-1]
-    path = re.sub(r"^L\['self'\]\.?", "", str(path)).replace("L['self']", "")
+    path = _ROOT.sub("", str(path))
     kind_name = getattr(kind, "__name__", str(kind).rsplit(".", 1)[-1].strip("'>"))
     return f"{path or '(the model)'} ({kind_name})"
 
