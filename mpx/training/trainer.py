@@ -113,6 +113,10 @@ class MixedPrecision:
                 if target is param and param.dtype == torch.float32:
                     self._grad_buffers[param] = None
                     param.register_post_accumulate_grad_hook(self._move_grad_to_buffer)
+        # where each step's gradient comes from: (parameter, tensor the optimizer updates, kept in a buffer?)
+        self._gradient_sources = [(p, t, p in self._grad_buffers) for p, t in self.master_weights.pairs]
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        self._model_only = [p for p in model.parameters() if id(p) not in stepped]  # grads optimizer.zero_grad misses
         self.saturation_limit = self.backend.saturation_limit(self.policy.backward)
         self.skipped_steps = torch.zeros((), dtype=torch.int64, device=self.backend.device)
         self._unscaled: dict[torch.Tensor, torch.Tensor] | None = None
@@ -152,10 +156,12 @@ class MixedPrecision:
 
     def _sources(self) -> dict[torch.Tensor, torch.Tensor]:
         """The accumulated gradients (parameter's .grad or its buffer) keyed by the tensor the optimizer updates."""
-        grads = {
-            t: self._grad_buffers.get(p) if p in self._grad_buffers else p.grad for p, t in self.master_weights.pairs
-        }
-        return {target: grad for target, grad in grads.items() if grad is not None}
+        sources = {}
+        for param, target, buffered in self._gradient_sources:
+            grad = self._grad_buffers[param] if buffered else param.grad
+            if grad is not None:
+                sources[target] = grad
+        return sources
 
     def unscale_(self) -> torch.Tensor:
         """Divide this step's gradients by the scale (once) and return found_inf (device, 1.0 on overflow).
@@ -166,7 +172,9 @@ class MixedPrecision:
         if self._unscaled is None or self._found_inf is None:
             sources = self._sources()
             self._step_sources = list(sources.values())  # what after_step() records as spent
-            grads = {target: grad.float() for target, grad in sources.items()}  # fp32 copies of low-precision ones
+            grads = sources  # fp32 gradients are unscaled in place; low-precision ones as fp32 copies
+            if any(grad.dtype != torch.float32 for grad in self._step_sources):
+                grads = {target: grad.float() for target, grad in sources.items()}
             scale = self.scaler.loss_scale
             found_inf = torch.zeros(1, dtype=torch.float32, device=scale.device)
             inv_scale = torch.reciprocal(scale)
@@ -223,8 +231,16 @@ class MixedPrecision:
         return trainer_metrics(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self.model.zero_grad(set_to_none=set_to_none)
+        """Clear the optimizer's gradients and those of the model's other parameters (as model.zero_grad would)."""
         self.optimizer.zero_grad(set_to_none=set_to_none)
+        for param in self._model_only:
+            if param.grad is None:
+                continue
+            if set_to_none:
+                param.grad = None
+            else:
+                param.grad.detach_() if param.grad.grad_fn is not None else param.grad.requires_grad_(False)
+                param.grad.zero_()
         for param in self._grad_buffers:
             self._grad_buffers[param] = None
         self._unscaled, self._found_inf = None, None
