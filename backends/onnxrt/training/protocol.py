@@ -145,16 +145,14 @@ class EpProtocol:
             return False
         if not grads:  # nothing to unscale or check: found_inf stays as it is
             return True
-        shapes = tuple(tuple(g.shape) for g in grads)
-        key = ("unscale_check", shapes, saturation_limit)
-        entry = self.session(key, lambda decompose: unscale_check_graph(shapes, saturation_limit, decompose))
-        feed = {f"grad{i}": _array(g) for i, g in enumerate(grads)}
-        feed["inv_scale"] = _array(inv_scale.float().reshape(()))
+        flat = torch.cat([g.reshape(-1) for g in grads]) if len(grads) > 1 else grads[0].reshape(-1)
+        key = ("unscale_check", ((flat.numel(),),), saturation_limit)  # one flat tensor: ~10 EP nodes in all
+        entry = self.session(key, lambda decompose: unscale_check_graph(key[1], saturation_limit, decompose))
+        feed = {"grad0": _array(flat), "inv_scale": _array(inv_scale.float().reshape(()))}
         feed["found_inf"] = _array(found_inf.float().reshape(1))
-        *unscaled, found = entry.run(feed)
+        unscaled, found = entry.run(feed)
         with torch.no_grad():
-            for grad, value in zip(grads, unscaled, strict=True):
-                grad.copy_(torch.from_numpy(value))
+            _scatter(torch.from_numpy(unscaled), grads)
             found_inf.copy_(torch.from_numpy(found).reshape(found_inf.shape))
         return True
 
@@ -174,11 +172,44 @@ class EpProtocol:
             params = [p for p in group["params"] if p in grads and p.numel()]
             if not params:
                 continue
+            if kind == "adamw" and len(params) > 1 and same_step(optimizer.state, params):
+                self._flat_adamw(group, optimizer.state, params, grads, skip, found_inf)
+                continue
             shapes = tuple(tuple(p.shape) for p in params)
             build = sgd_graph if kind == "sgd" else adam_graph
             entry = self.session((kind, shapes), lambda _decompose, build=build, shapes=shapes: build(shapes))
             write_updates(kind, entry.run, group, optimizer.state, params, grads, skip, found_inf)
         return True
+
+    def _flat_adamw(
+        self,
+        group: dict[str, Any],
+        states: dict,
+        params: list[torch.Tensor],
+        grads: Mapping[torch.Tensor, torch.Tensor],
+        skip: torch.Tensor,
+        found_inf: np.ndarray,
+    ) -> None:
+        """One AdamW graph over the group's tensors laid end to end (they share one step count): the same
+        element-wise update, ~15 EP nodes instead of ~15 per tensor; results copied back into each tensor."""
+        with torch.no_grad():
+            for p in params:  # torch's state, in torch's key order, before the first step
+                _fresh(states[p], "step", torch.zeros((), dtype=torch.float32))
+                _fresh(states[p], "exp_avg", torch.zeros_like(p))
+                _fresh(states[p], "exp_avg_sq", torch.zeros_like(p))
+            master = torch.cat([p.reshape(-1) for p in params])
+            grad = torch.cat([grads[p].reshape(-1) for p in params])
+            state = {"step": states[params[0]]["step"].clone()}
+            for key in ("exp_avg", "exp_avg_sq"):
+                state[key] = torch.cat([states[p][key].reshape(-1) for p in params])
+            shapes = ((master.numel(),),)
+            entry = self.session(("adamw", shapes), lambda _decompose: adam_graph(shapes))
+            write_updates("adamw", entry.run, group, {master: state}, [master], {master: grad}, skip, found_inf)
+            _scatter(master, params)
+            _scatter(state["exp_avg"], [states[p]["exp_avg"] for p in params])
+            _scatter(state["exp_avg_sq"], [states[p]["exp_avg_sq"] for p in params])
+            for p in params:
+                states[p]["step"].copy_(state["step"])
 
     def cast_back(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Round fp32 masters into their parameters on the EP; returns the pairs it could not take (host ones)."""
@@ -197,6 +228,25 @@ class EpProtocol:
                 for (param, _), value in zip(ours, results, strict=True):
                     param.copy_(torch.from_numpy(value))
         return rest
+
+
+def _scatter(flat: torch.Tensor, tensors: Sequence[torch.Tensor]) -> None:
+    """Copy consecutive pieces of `flat` into `tensors` (laid end to end, in order)."""
+    offset = 0
+    for tensor in tensors:
+        tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
+        offset += tensor.numel()
+
+
+def _fresh(state: dict, key: str, value: torch.Tensor) -> None:
+    if state.get(key) is None:
+        state[key] = value
+
+
+def same_step(states: dict, params: Sequence[torch.Tensor]) -> bool:
+    """Whether every parameter has the same step count (a fresh group: none yet), read from host memory."""
+    steps = {float(states[p]["step"]) if states[p].get("step") is not None else 0.0 for p in params}
+    return len(steps) == 1
 
 
 def _host(tensor: torch.Tensor, dtype: torch.dtype | None) -> bool:
