@@ -5,19 +5,16 @@ the other cases are unaffected and every report is written."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from chaos_helpers import start_until_marked
 
 import mpx
 from mpx.cli import main
 
-CHAOS = Path(__file__).parent / "fake_plugins" / "chaos"
 EXPECTED = {  # case -> (status, words of its detail)
     "add/fp16/forward/normal": ("error", "RuntimeError: chaos: the driver returned an error"),
     "mul/fp16/forward/normal": ("error", "the backend raised SystemExit: 0"),
@@ -95,21 +92,9 @@ def test_sys_exit_escaping_a_command_is_exit_1_and_says_so(monkeypatch, capsys):
 
 def test_the_users_ctrl_c_still_stops_an_in_process_run(tmp_path):
     mark = tmp_path / "hanging"
-    env = {k: v for k, v in os.environ.items() if k != "MPX_DISABLE_PLUGINS"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHAOS), env.get("PYTHONPATH", "")]))
-    env["MPX_CHAOS_MARK"] = str(mark)
     argv = ["conformance", "--backend", "chaosnpu", "--no-isolate", "--case", "exp/fp16/forward/normal", "--quiet"]
-    child = subprocess.Popen(
-        [sys.executable, "-m", "mpx", *argv, "--json", str(tmp_path / "r.json")],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = start_until_marked([*argv, "--json", str(tmp_path / "r.json")], mark)
     try:
-        deadline = time.monotonic() + 120
-        while not mark.exists():
-            assert child.poll() is None and time.monotonic() < deadline, "the hanging case never started"
-            time.sleep(0.05)
         child.send_signal(signal.SIGINT)
         _, err = child.communicate(timeout=30)
     finally:

@@ -13,20 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from chaos_helpers import chaos_env, start_until_marked
 
 from mpx.cli import main
 from mpx.conformance.cases import generate
 from mpx.conformance.isolation import BackendRef, run_isolated
 from mpx.formats import format as lookup_format
 
-CHAOS = Path(__file__).parent / "fake_plugins" / "chaos"
 STARTUP_ALLOWANCE = 40.0  # a fresh `mpx` imports torch, then the forkserver imports it again, on a busy machine
-
-
-def chaos_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MPX_DISABLE_PLUGINS"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHAOS), env.get("PYTHONPATH", "")]))
-    return {**env, **extra}
 
 
 def test_a_hanging_backend_factory_ends_with_the_per_case_timeout(tmp_path):
@@ -85,17 +79,8 @@ def test_a_signal_to_the_run_leaves_no_worker_or_forkserver_behind(tmp_path, sig
     mark = tmp_path / "hanging"
     cases = ["exp/fp16/forward/normal", "exp/fp16/forward/special"]
     argv = ["conformance", "--backend", "chaosnpu", "--case", *cases, "--timeout", "300", "--workers", "2"]
-    child = subprocess.Popen(
-        [sys.executable, "-m", "mpx", *argv, "--quiet", "--json", str(tmp_path / "r.json")],
-        env=chaos_env(MPX_CHAOS_MARK=str(mark)),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = start_until_marked([*argv, "--quiet", "--json", str(tmp_path / "r.json")], mark)
     try:
-        deadline = time.monotonic() + 120
-        while not mark.exists():
-            assert child.poll() is None and time.monotonic() < deadline, "the hanging case never started"
-            time.sleep(0.05)
         hung = int(mark.read_text().split()[0])
         family = descendants(child.pid)
         assert hung in family and len(family) >= 3  # the forkserver, the hung worker, the idle one

@@ -117,29 +117,6 @@ def _adam_master_update(ctx: GraphContext) -> list[str]:
     return adam_nodes(ctx, lambda name: f32(ctx, scalars[name]))
 
 
-def _adam_master_update(ctx: GraphContext) -> list[str]:
-    """AdamW as torch.optim.AdamW's single-tensor step computes it, rounding for rounding, in fp32."""
-    lr, beta1, beta2, eps, weight_decay = (float(ctx.attr(k)) for k in ("lr", "beta1", "beta2", "eps", "weight_decay"))
-    step = int(ctx.attr("step"))
-    master, exp_avg, exp_avg_sq, grad = ctx["master"], ctx["exp_avg"], ctx["exp_avg_sq"], up(ctx, ctx["grad"])
-    decayed = ctx.node("Mul", master, f32(ctx, 1 - lr * weight_decay))  # param.mul_(1 - lr * wd)
-    avg = _fused(ctx, f32(ctx, 1 - beta1), ctx.node("Sub", grad, exp_avg), exp_avg)  # exp_avg.lerp_(grad, 1 - b1)
-    # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    avg_sq = _fused(ctx, ctx.node("Mul", f32(ctx, 1 - beta2), grad), grad, ctx.node("Mul", exp_avg_sq, f32(ctx, beta2)))
-    step_size = lr / (1 - beta1**step)
-    bias_correction2_sqrt = (1 - beta2**step) ** 0.5  # as torch writes it (pow, not sqrt)
-    root = ctx.node("Div", _sqrt(ctx, avg_sq), f32(ctx, bias_correction2_sqrt))
-    denominator = ctx.node("Add", root, f32(ctx, eps))
-    # param.addcdiv_(exp_avg, denom, value=-step_size) == param + (-step_size * exp_avg) / denom
-    updated = ctx.node("Add", decayed, ctx.node("Div", ctx.node("Mul", f32(ctx, -step_size), avg), denominator))
-    skip = _skip(ctx)
-    return [
-        ctx.node("Where", skip, master, updated),
-        ctx.node("Where", skip, exp_avg, avg),
-        ctx.node("Where", skip, exp_avg_sq, avg_sq),
-    ]
-
-
 def _cast_back(ctx: GraphContext) -> list[str]:
     return [ctx.cast(ctx["master"], ctx.t)]
 
