@@ -21,6 +21,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 import mpx
+from mpx.distributed.launch import exit_finished_rank
 
 START = time.monotonic()
 STEPS, LR, BATCH = 20, 1e-3, 16
@@ -199,6 +200,7 @@ def main() -> None:
         globals()[f"phase_{phase.lower()}"](rank, world, device, backend_name, out)
         print(f"rank {rank} phase {phase} done at {time.monotonic() - START:.1f} s", flush=True)
     dist.destroy_process_group()
+    exit_finished_rank()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import mpx
+from mpx.distributed.launch import exit_finished_rank
 
 STEPS, POISONED_STEPS = 6, (1, 4)
 
@@ -51,6 +52,7 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
         )
     finally:
         dist.destroy_process_group()
+    exit_finished_rank()
 
 
 def test_ranks_skip_together_and_stay_identical(tmp_path):

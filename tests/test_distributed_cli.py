@@ -42,3 +42,12 @@ def test_distributed_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert main(["train", "--no-progress", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_rank_that_crashes_is_a_training_error_not_a_traceback():
+    from mpx.distributed.launch import spawn_training
+    from mpx.errors import TrainingError
+
+    # not an MpxError inside the rank (an option train_rank does not take): the parent names the failed rank
+    with pytest.raises(TrainingError, match=r"run failed \(rank [01]\): TypeError: .*unexpected keyword"):
+        spawn_training(2, "gloo", backend="cpu", no_such_option=1)

@@ -6,9 +6,11 @@ given instead of starting processes: `torchrun --nproc-per-node 2 -m mpx train -
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
+import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as multiprocessing
+from torch.multiprocessing.spawn import ProcessException
 
 from mpx.errors import BackendUnavailableError, MpxError, PolicyError, TrainingError, TrainingInputError
 from mpx.policy import policy as make_policy
@@ -81,6 +84,22 @@ def _rank_entry(rank: int, nproc: int, port: int, dist_backend: str, folder: str
         raise SystemExit(2) from None
     finally:
         dist.destroy_process_group()
+    exit_finished_rank()
+
+
+def exit_finished_rank() -> None:
+    """End a rank that finished its work without interpreter finalization.
+
+    gloo's worker threads can still hold tensors when a spawned interpreter tears down, and destroying them
+    then aborts the process ("terminate called without an active exception", SIGABRT) after the work is
+    done; torch's own atexit fix for it was abandoned (pytorch/pytorch#179291). Call it after
+    `destroy_process_group`, once everything is written: the collection below frees DDP's reducer and gloo's
+    work objects while the interpreter is whole, and the exit skips the teardown.
+    """
+    gc.collect()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def spawn_training(nproc: int, dist_backend: str, **options: Any) -> TrainSummary:
@@ -93,11 +112,14 @@ def spawn_training(nproc: int, dist_backend: str, **options: Any) -> TrainSummar
                 nprocs=nproc,
                 start_method="spawn",
             )
-        except multiprocessing.ProcessException as failure:
+        except ProcessException as failure:
             errors = sorted(Path(folder).glob("error-*.txt"))
             if errors:
                 raise MpxError(errors[0].read_text()) from None
-            raise TrainingError(f"a rank of the distributed run failed: {str(failure).strip()[-500:]}") from None
+            last_line = str(failure).strip().splitlines()[-1]  # the exception, not the rank's whole traceback
+            raise TrainingError(
+                f"a rank of the distributed run failed (rank {failure.error_index}): {last_line}"
+            ) from None
         return TrainSummary(**json.loads(Path(folder, "summary.json").read_text()))
 
 
