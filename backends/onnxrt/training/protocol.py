@@ -10,6 +10,7 @@ step on the host, masked.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,12 +27,16 @@ from ..builder import FLOAT
 from ..native_log import run_options
 from ..placement import GraphUnsupported, place
 from ..providers import Options, Target, assigned_providers
+from .protocol_flat import FlatTensors, UnscaledGradients, flatten, scatter
 from .protocol_graphs import ProtocolGraph, adam_graph, cast_back_graph, sgd_graph, unscale_check_graph
-from .protocol_updates import update_kind, write_updates
+from .protocol_updates import ADAM_STATE, update_kind, write_flat_adamw, write_updates
 
 # ORT's intra-op threads spin after each run by default, stealing the cores the torch half of a step needs
 NO_SPINNING = (("session.intra_op.allow_spinning", "0"),)
 CAST_DTYPES = frozenset(f.torch_dtype for f in FORMATS)
+
+
+Flats = dict[str, FlatTensors]  # "master", "step", "exp_avg", "exp_avg_sq" of one parameter group
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,9 @@ class EpProtocol:
         self.config = tuple(dict((*NO_SPINNING, *session_config)).items())
         self._sessions: dict[Hashable, ProtocolSession] = {}
         self._lock = threading.Lock()
+        self._unscaled = UnscaledGradients()
+        # per optimizer (gone with it), per group's parameters: the flat buffers of protocol_flat.py
+        self._flat_buffers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def session(self, key: Hashable, build: Callable[[bool], ProtocolGraph]) -> ProtocolSession:
         """The cached session of `key`; `build(decompose)` makes its graph (decomposed where the EP lacks a kernel)."""
@@ -141,19 +149,23 @@ class EpProtocol:
     ) -> bool:
         """The EP's unscale + check of fp32 host grads, written in place; False where they are not all that."""
         grads = [g for g in grads if g.numel()]
-        if not all(_host(g, torch.float32) for g in grads) or not _host(found_inf, None):
+        if not all(_host(g, torch.float32) for g in grads) or not _host(found_inf, None) or not _host(inv_scale, None):
             return False
         if not grads:  # nothing to unscale or check: found_inf stays as it is
             return True
-        flat = torch.cat([g.reshape(-1) for g in grads]) if len(grads) > 1 else grads[0].reshape(-1)
-        key = ("unscale_check", ((flat.numel(),),), saturation_limit)  # one flat tensor: ~10 EP nodes in all
-        entry = self.session(key, lambda decompose: unscale_check_graph(key[1], saturation_limit, decompose))
-        feed = {"grad0": _array(flat), "inv_scale": _array(inv_scale.float().reshape(()))}
-        feed["found_inf"] = _array(found_inf.float().reshape(1))
-        unscaled, found = entry.run(feed)
+        flat = flatten(grads) if len(grads) > 1 else grads[0].reshape(-1)
+        inverse = _host_scalar(inv_scale, ())
+        unscale = float(inverse) != 1.0  # a host value; at a scale of 1 (fp32, bf16) there is nothing to divide
+        key = ("unscale_check" if unscale else "check", ((flat.numel(),),), saturation_limit)  # ~10 EP nodes
+        entry = self.session(key, lambda decompose: unscale_check_graph(key[1], saturation_limit, decompose, unscale))
+        feed = {"grad0": _array(flat), "inv_scale": inverse, "found_inf": _host_scalar(found_inf, (1,))}
+        *unscaled, found = entry.run(feed)
         with torch.no_grad():
-            _scatter(torch.from_numpy(unscaled), grads)
-            found_inf.copy_(torch.from_numpy(found).reshape(found_inf.shape))
+            if unscaled:
+                flat = torch.from_numpy(unscaled[0])
+                scatter(flat, grads)
+            self._unscaled.remember(flat, grads)
+            found_inf.fill_(float(found.reshape(-1)[0]))
         return True
 
     def masked_step(
@@ -167,13 +179,14 @@ class EpProtocol:
         kind = update_kind(optimizer, grads, state_formats)
         if kind is None or not _host(skip, None):
             return False
-        found_inf = skip.reshape(()).to(torch.float32).numpy()
+        found_inf = _host_scalar(skip, ())
         for group in optimizer.param_groups:
             params = [p for p in group["params"] if p in grads and p.numel()]
             if not params:
                 continue
-            if kind == "adamw" and len(params) > 1 and same_step(optimizer.state, params):
-                self._flat_adamw(group, optimizer.state, params, grads, skip, found_inf)
+            flats = self._adam_buffers(optimizer, params) if kind == "adamw" and len(params) > 1 else None
+            if flats is not None:
+                self._flat_adamw(group, flats, [grads[p] for p in params], found_inf)
                 continue
             shapes = tuple(tuple(p.shape) for p in params)
             build = sgd_graph if kind == "sgd" else adam_graph
@@ -181,35 +194,39 @@ class EpProtocol:
             write_updates(kind, entry.run, group, optimizer.state, params, grads, skip, found_inf)
         return True
 
+    @torch.no_grad()
     def _flat_adamw(
-        self,
-        group: dict[str, Any],
-        states: dict,
-        params: list[torch.Tensor],
-        grads: Mapping[torch.Tensor, torch.Tensor],
-        skip: torch.Tensor,
-        found_inf: np.ndarray,
+        self, group: dict[str, Any], flats: Flats, grads: list[torch.Tensor], found_inf: np.ndarray
     ) -> None:
         """One AdamW graph over the group's tensors laid end to end (they share one step count): the same
-        element-wise update, ~15 EP nodes instead of ~15 per tensor; results copied back into each tensor."""
-        with torch.no_grad():
-            for p in params:  # torch's state, in torch's key order, before the first step
-                _fresh(states[p], "step", torch.zeros((), dtype=torch.float32))
-                _fresh(states[p], "exp_avg", torch.zeros_like(p))
-                _fresh(states[p], "exp_avg_sq", torch.zeros_like(p))
-            master = torch.cat([p.reshape(-1) for p in params])
-            grad = torch.cat([grads[p].reshape(-1) for p in params])
-            state = {"step": states[params[0]]["step"].clone()}
-            for key in ("exp_avg", "exp_avg_sq"):
-                state[key] = torch.cat([states[p][key].reshape(-1) for p in params])
-            shapes = ((master.numel(),),)
-            entry = self.session(("adamw", shapes), lambda _decompose: adam_graph(shapes))
-            write_updates("adamw", entry.run, group, {master: state}, [master], {master: grad}, skip, found_inf)
-            _scatter(master, params)
-            _scatter(state["exp_avg"], [states[p]["exp_avg"] for p in params])
-            _scatter(state["exp_avg_sq"], [states[p]["exp_avg_sq"] for p in params])
+        element-wise update, ~15 EP nodes instead of ~15 per tensor. Masters, moments and step counts are
+        kept as pieces of flat buffers (protocol_flat.py), so the results land with one copy per buffer."""
+        master = flats["master"].flat
+        shapes = ((master.numel(),),)
+        entry = self.session(("adamw", shapes), lambda _decompose: adam_graph(shapes))
+        moments = (flats["exp_avg"].flat, flats["exp_avg_sq"].flat)
+        write_flat_adamw(entry.run, group, master, self._unscaled.flat(grads), moments, flats["step"].flat, found_inf)
+
+    def _adam_buffers(
+        self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]
+    ) -> dict[str, FlatTensors] | None:
+        """The flat buffers of `params` and their AdamW state, adopted again when something replaced them;
+        None where the parameters' step counts differ (then they step tensor by tensor)."""
+        states, key = optimizer.state, tuple(map(id, params))
+        tensors = {"master": params, **{k: [states[p].get(k) for p in params] for k in ADAM_STATE}}
+        buffers = self._flat_buffers.setdefault(optimizer, {})
+        flats = buffers.get(key)
+        if flats is not None and all(flats[name].holds(ts) for name, ts in tensors.items()):
+            return flats
+        if not same_step(states, params):
+            return None
+        for name in ADAM_STATE:  # torch's state, in torch's key order, before the first step
             for p in params:
-                states[p]["step"].copy_(state["step"])
+                if states[p].get(name) is None:
+                    states[p][name] = torch.zeros((), dtype=torch.float32) if name == "step" else torch.zeros_like(p)
+            tensors[name] = [states[p][name] for p in params]
+        flats = buffers[key] = {name: FlatTensors.adopt(ts) for name, ts in tensors.items()}
+        return flats
 
     def cast_back(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Round fp32 masters into their parameters on the EP; returns the pairs it could not take (host ones)."""
@@ -230,19 +247,6 @@ class EpProtocol:
         return rest
 
 
-def _scatter(flat: torch.Tensor, tensors: Sequence[torch.Tensor]) -> None:
-    """Copy consecutive pieces of `flat` into `tensors` (laid end to end, in order)."""
-    offset = 0
-    for tensor in tensors:
-        tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
-        offset += tensor.numel()
-
-
-def _fresh(state: dict, key: str, value: torch.Tensor) -> None:
-    if state.get(key) is None:
-        state[key] = value
-
-
 def same_step(states: dict, params: Sequence[torch.Tensor]) -> bool:
     """Whether every parameter has the same step count (a fresh group: none yet), read from host memory."""
     steps = {float(states[p]["step"]) if states[p].get("step") is not None else 0.0 for p in params}
@@ -256,3 +260,8 @@ def _host(tensor: torch.Tensor, dtype: torch.dtype | None) -> bool:
 
 def _array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().contiguous().numpy()
+
+
+def _host_scalar(tensor: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    """A one-element host tensor as an fp32 array of `shape` (numpy's conversions: no torch op per call)."""
+    return tensor.detach().numpy().astype(np.float32, copy=False).reshape(shape)

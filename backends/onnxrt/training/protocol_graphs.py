@@ -49,17 +49,21 @@ def _finish(builder: GraphBuilder, outputs: Sequence[tuple[str, int]], decomposi
     return ProtocolGraph(model, tuple(builder.kept_inputs), tuple(dict.fromkeys(decompositions)))
 
 
-def unscale_check_graph(shapes: Shapes, saturation_limit: float | None, decompose: bool = False) -> ProtocolGraph:
+def unscale_check_graph(
+    shapes: Shapes, saturation_limit: float | None, decompose: bool = False, unscale: bool = True
+) -> ProtocolGraph:
     """grad_i * inv_scale for every fp32 grad, and found_inf: the max of the flag fed in and each grad's
-    nonfinite_check (plus |grad| >= saturation_limit where the EP saturates). Outputs: grads, then found_inf."""
-    builder = GraphBuilder("mpx_train_unscale_check")
-    inv_scale = builder.input("inv_scale", FLOAT, ())
+    nonfinite_check (plus |grad| >= saturation_limit where the EP saturates). Outputs: grads, then found_inf.
+    With `unscale` False (a scale of 1: nothing to divide) only the check: found_inf is the one output."""
+    builder = GraphBuilder("mpx_train_unscale_check" if unscale else "mpx_train_check")
+    inv_scale = builder.input("inv_scale", FLOAT, ()) if unscale else ""
     flags = [builder.input("found_inf", FLOAT, (1,))]
     outputs, decompositions = [], []
     for i, shape in enumerate(shapes):
         grad = builder.input(f"grad{i}", FLOAT, shape)
-        unscale = _context(builder, "unscale", FP32, {"grad": grad, "inv_scale": inv_scale}, decompose)
-        outputs.append((GRAPHS["unscale"].forward(unscale)[0], FLOAT))
+        if unscale:
+            ctx = _context(builder, "unscale", FP32, {"grad": grad, "inv_scale": inv_scale}, decompose)
+            outputs.append((GRAPHS["unscale"].forward(ctx)[0], FLOAT))
         check = _context(builder, "nonfinite_check", FP32, {"x": grad}, decompose)
         flags.append(builder.node("Reshape", [GRAPHS["nonfinite_check"].forward(check)[0], check.ints([1])]))
         decompositions += check.decompositions

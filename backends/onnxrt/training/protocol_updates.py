@@ -22,6 +22,7 @@ from ..graph.precision import adam_scalars, sgd_scalars
 Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 _PLAIN = {"maximize": False, "differentiable": False}
 _MOMENTS = {"sgd": ("momentum_buffer",), "adamw": ("exp_avg", "exp_avg_sq")}
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")  # torch's keys, in the order torch creates them
 
 
 def _fits(group: dict[str, Any], kind: str, decoupled: bool) -> bool:
@@ -106,3 +107,23 @@ def write_updates(
             target.copy_(torch.from_numpy(value))
     for step_count in steps:  # torch counts a step only when it updates: +1.0 or +0.0, no branch
         step_count.add_((~skip).reshape(()).to(step_count.dtype))
+
+
+def write_flat_adamw(
+    run: Run,
+    group: dict[str, Any],
+    master: torch.Tensor,
+    grad: torch.Tensor,
+    moments: tuple[torch.Tensor, torch.Tensor],
+    steps: torch.Tensor,
+    found_inf: np.ndarray,
+) -> None:
+    """One masked AdamW step of a group laid end to end (1-d master, grad, exp_avg, exp_avg_sq; `steps` the
+    tensors' equal step counts) through the EP graph `run`, the results copied into the buffers."""
+    skipped = float(found_inf)  # host values: memory reads, not device syncs
+    feed = {f"{name}0": value for name, value in _scalars("adamw", group, float(steps[0]) + 1).items()}
+    feed.update(found_inf=found_inf, master0=master.numpy(), grad0=grad.numpy())
+    feed.update(exp_avg0=moments[0].numpy(), exp_avg_sq0=moments[1].numpy())
+    for target, value in zip((master, *moments), run(feed), strict=True):
+        target.copy_(torch.from_numpy(value))
+    steps.add_(1.0 - skipped)  # torch counts a step only when it updates
