@@ -90,6 +90,22 @@ def test_a_skipped_step_names_the_module_and_parameter_whose_gradient_went_inf()
     assert ("0", "weight") not in infinite and ("2", "weight") in infinite
 
 
+@pytest.mark.parametrize("accelerator_path", [False, True], ids=["host-flag", "device-norms"])
+def test_a_skipped_step_between_recorded_ones_is_named_too(monkeypatch, accelerator_path):
+    """On the CPU a clean step between recorded ones keeps no gradient norms (its overflow flag is host memory,
+    read for free); a skipped one does, and the report names its culprit as an accelerator's norms would."""
+    if accelerator_path:
+        monkeypatch.setattr("mpx.training.optimizer_step.HOST_DEVICES", ())
+    model, x, y = overflowing_gradient_model()
+    trainer = train_mixed(model, x, y, 8, inspect={"every": 100})  # only step 0 is recorded
+    data = trainer.inspection.data()
+    skipped = [step for step, flag in enumerate(data["skipped"]) if flag]
+    assert skipped and max(skipped) > 0
+    assert trainer.inspection.first_nonfinite() == NonFinite("2", "weight", max(skipped))
+    kept = [step for step, _, _ in trainer.inspection.recorder.buffers.norms]
+    assert kept == (list(range(8)) if accelerator_path else sorted({0, *skipped}))
+
+
 def test_every_n_records_statistics_on_every_nth_step_only():
     model, x, y, _ = tiny_gradient_model()
     trainer = train_mixed(model, x, y, 7, policy="bf16-mixed", inspect={"every": 3})

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
+from mpx.inspection import host_kernel
 from mpx.inspection.stats import SIGN_MASK, Buckets, Layouts, bit_magnitudes
 
 HISTORY = 1024  # steps of per-parameter gradient norms kept to find a skipped step's first non-finite gradient
@@ -34,7 +35,15 @@ class Buffers:
         self.skipped = torch.zeros(0, dtype=torch.bool, device=device)
         self._steps: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._not_skipped = torch.zeros((), dtype=torch.bool, device=device)
-        self.norms: deque[tuple[int, tuple[int, ...], list[torch.Tensor]]] = deque(maxlen=HISTORY)
+        # per step (the last HISTORY): (step, grad segments, its row of `_norm_rows`); the rows are one ring tensor,
+        # so a step keeps no Python objects of its own alive (thousands of them slow every garbage collection)
+        self.norms: deque[tuple[int, tuple[int, ...], int]] = deque(maxlen=HISTORY)
+        self._norm_rows = torch.zeros((HISTORY, 0), device=device)
+        self._norm_count = 0
+        # host memory: one compiled pass per batch (host_kernel.py) instead of the torch ops below
+        self.host = device.type == "cpu" and host_kernel.available()
+        self._host_layouts: dict[tuple, host_kernel.HostLayout] = {}
+        self._host_tables = host_kernel.ExponentTables(buckets.table, Buckets.SHIFT) if self.host else None
 
     def _fresh_extremes(self, rows: int) -> torch.Tensor:
         return torch.full((rows, 2, self.segments), -1, dtype=torch.int32, device=self.device)  # -1: not measured
@@ -45,6 +54,9 @@ class Buffers:
         if row >= self.extremes.shape[0]:
             self.extremes = torch.cat([self.extremes, self._fresh_extremes(self.extremes.shape[0])])
         unique = {id(tensor): tensor for _, tensor in entries}
+        if self.host:
+            self._add_on_host(list(unique.values()), entries, row)
+            return
         tensors = sorted(unique.values(), key=lambda t: t.dtype != torch.float32)  # one flatten per dtype
         distinct = {id(tensor): index for index, tensor in enumerate(tensors)}
         sizes = tuple(t.numel() for t in tensors)
@@ -59,6 +71,18 @@ class Buffers:
             torch._foreach_max([*bits.split(sizes), *inverse.split(sizes)])
         )  # largest, inverted smallest
         self.extremes[row].scatter_reduce_(1, target.expand(2, -1), peaks.view(2, -1).index_select(1, source), "amax")
+
+    def _add_on_host(self, tensors: list[torch.Tensor], entries: Sequence[tuple[int, torch.Tensor]], row: int) -> None:
+        distinct = {id(tensor): index for index, tensor in enumerate(tensors)}
+        shapes = tuple((t.dtype, t.numel()) for t in tensors)
+        key = (shapes, tuple((segment, distinct[id(t)]) for segment, t in entries))
+        layout = self._host_layouts.get(key)
+        if layout is None:
+            if len(self._host_layouts) > 64:  # layouts that keep changing: do not grow without bound
+                self._host_layouts.clear()
+            layout = self._host_layouts[key] = host_kernel.HostLayout(*zip(*shapes, strict=True), key[1])
+        joint = self.joint.numpy().reshape(self.segments, -1)
+        host_kernel.measure(tensors, layout, self._host_tables, joint, self.extremes[row].numpy())
 
     def end_step(self, scale: torch.Tensor, skipped: torch.Tensor | None) -> None:
         """Note a step's loss scale and skip flag: references now, stacked into the histories every COMPACT steps
@@ -77,7 +101,18 @@ class Buffers:
 
     def record_norms(self, step: int, grads: list[torch.Tensor], layout: tuple[int, ...]) -> None:
         """Each gradient's 2-norm at `step` (inf/NaN: a non-finite value), kept for the last HISTORY steps."""
-        self.norms.append((step, layout, torch._foreach_norm(grads)))
+        if len(grads) > self._norm_rows.shape[1]:  # wider than any step before: the old rows keep their values
+            wider = torch.zeros((HISTORY, len(grads)), device=self.device)
+            wider[:, : self._norm_rows.shape[1]] = self._norm_rows
+            self._norm_rows = wider
+        row = self._norm_count % HISTORY
+        torch.stack(torch._foreach_norm(grads), out=self._norm_rows[row, : len(grads)])
+        self.norms.append((step, layout, row))
+        self._norm_count += 1
+
+    def norms_of(self, row: int, width: int) -> list[float]:
+        """The gradient norms kept in `row` (a host copy)."""
+        return self._norm_rows[row, :width].tolist()
 
 
 def count_keys(keys: torch.Tensor, size: int, bincount: bool) -> torch.Tensor:

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
 from mpx.formats import Format
 from mpx.inspection.recorder import Recorder, nonfinite_culprit
@@ -78,10 +77,10 @@ def _extremes(recorder: Recorder, rows: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _first_nonfinite(recorder: Recorder, skipped: list[bool]) -> dict[str, Any] | None:
     """The grad segment that went non-finite first in the last skipped step (any step, inspecting a plain loop)."""
-    for step, layout, norms in reversed(recorder.buffers.norms):
+    for step, layout, row in reversed(recorder.buffers.norms):
         if recorder.trainer and not skipped[step]:
             continue
-        culprit = nonfinite_culprit(torch.stack(norms).tolist(), layout, recorder.backward_order)
+        culprit = nonfinite_culprit(recorder.buffers.norms_of(row, len(layout)), layout, recorder.backward_order)
         if culprit is not None:
             segment = recorder.segments[culprit]
             return {"step": step, "module": segment.module, "parameter": segment.parameter}

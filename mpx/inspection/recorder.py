@@ -19,6 +19,7 @@ from torch.utils._pytree import tree_leaves
 from mpx.formats import Format
 from mpx.inspection.buffers import Buffers
 from mpx.inspection.stats import Buckets, overflow_threshold
+from mpx.training import optimizer_step
 
 LARGE = 1 << 22  # elements: a tensor this big is measured on its own, not copied into a batch
 
@@ -36,6 +37,8 @@ class Segment:
 
 def _floats(value: Any) -> list[torch.Tensor]:
     """The distinct floating-point tensors in a (nested) hook argument."""
+    if type(value) is tuple and len(value) == 1:  # the usual forward argument: one tensor
+        value = value[0]
     if isinstance(value, torch.Tensor):
         return [value] if value.is_floating_point() and value.numel() else []
     flat = isinstance(value, (tuple, list)) and all(v is None or isinstance(v, torch.Tensor) for v in value)
@@ -67,7 +70,8 @@ class Recorder:
         self._module_ids: dict[int, tuple[int, int]] = {}
         self._weights: list[tuple[int, torch.nn.Parameter]] = []
         self._grad_ids: dict[int, tuple[int, torch.nn.Parameter]] = {}  # id(parameter) -> its grad segment
-        for name, module in watched_modules(model):
+        self._watched = watched_modules(model)  # armed and disarmed around recorded steps: walked once
+        for name, module in self._watched:
             self.module_types[name] = type(module).__name__
             self._module_ids[id(module)] = (self._segment(name, "input"), self._segment(name, "output"))
             for pname, param in module.named_parameters(recurse=False):
@@ -82,6 +86,8 @@ class Recorder:
         self._grads: dict[int, torch.Tensor] = {}  # standalone: id(parameter) -> its .grad, this backward
         self._order: list[int] = []
         self._layout: tuple[int, ...] = ()
+        self._plan_pairs: Any = None  # the (parameter, target) pairs _plan was made from
+        self._plan: list[tuple[int, torch.Tensor]] = []
         self._unit = torch.ones((), device=self.device)  # the loss scale of a plain loop
         self._in_backward = False
         self._handles: list[Any] = []
@@ -102,7 +108,7 @@ class Recorder:
 
     def _arm(self) -> None:
         if not self._armed:
-            for _, module in watched_modules(self.model):
+            for _, module in self._watched:
                 self._armed.append(module.register_forward_hook(self._on_forward))
                 if getattr(module, "inplace", False):
                     self._armed.append(module.register_forward_pre_hook(self._before_inplace))
@@ -171,18 +177,30 @@ class Recorder:
             self.end_step(self._unit, None)
 
     def record_gradients(
-        self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], grads: Mapping[torch.Tensor, torch.Tensor]
+        self,
+        pairs: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        grads: Mapping[torch.Tensor, torch.Tensor],
+        found_inf: torch.Tensor | None = None,
     ) -> None:
         """This step's gradients (unscaled), keyed by the tensor the optimizer updates; `pairs`: (parameter, it).
 
         Every step keeps each gradient's norm (to name a skipped step's first non-finite one); recorded steps
-        also measure them.
+        also measure them. Where the step's overflow flag `found_inf` is in host memory (a CPU device) reading
+        it is a memory read, not a sync, and a step it clears keeps no norms unless recorded.
         """
-        chosen = [(self._grad_ids[id(p)][0], grads[t]) for p, t in pairs if t in grads and id(p) in self._grad_ids]
+        on_host = found_inf is not None and found_inf.device.type in optimizer_step.HOST_DEVICES
+        if on_host and not self.recording and not float(found_inf):
+            return
+        if self._plan_pairs is not pairs:  # a trainer passes the same pairs every step: resolved once
+            self._plan_pairs = pairs
+            self._plan = [(self._grad_ids[id(p)][0], t) for p, t in pairs if id(p) in self._grad_ids]
+            self._layout = ()
+        chosen = [(seg, grads[t]) for seg, t in self._plan if t in grads]
         if not chosen:
             return
-        layout = tuple(seg for seg, _ in chosen)
-        self._layout = layout if layout != self._layout else self._layout  # one tuple kept while it stays the same
+        if len(chosen) != len(self._layout) or len(chosen) != len(self._plan):  # all of the plan: its layout
+            layout = tuple(seg for seg, _ in chosen)
+            self._layout = layout if layout != self._layout else self._layout  # one tuple kept while it stays
         self.buffers.record_norms(self.step, [g for _, g in chosen], self._layout)
         if self.recording:
             for seg, grad in chosen:

@@ -181,7 +181,7 @@ class MixedPrecision:
             local = local_tensors(grads.values())  # FSDP2: each rank checks its own gradient shards
             self.backend.unscale_and_check_(local, found_inf, inv_scale, self.saturation_limit)
             if self.inspection is not None:
-                self.inspection.recorder.record_gradients(self.master_weights.pairs, grads)
+                self.inspection.recorder.record_gradients(self.master_weights.pairs, grads, found_inf)
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(found_inf, op=torch.distributed.ReduceOp.MAX, group=self.process_group)
             self._unscaled, self._found_inf = grads, found_inf

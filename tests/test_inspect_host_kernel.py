@@ -1,0 +1,75 @@
+"""The inspector's compiled host pass (host_kernel.py) counts and bounds exactly what the torch formulation
+does: every bucket count and every extreme, over fp32's whole range, special values, every dtype, tensors
+shared between segments and recorded-step rows added to one after another."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mpx.inspection import host_kernel
+from mpx.inspection.buffers import Buffers
+from mpx.inspection.stats import Buckets, overflow_threshold
+
+from test_inspect_stats import FORMATS, values
+
+pytestmark = pytest.mark.skipif(not host_kernel.available(), reason="numba is not installed (the torch path runs)")
+
+
+def _batches(seed: int) -> list[list[tuple[int, torch.Tensor]]]:
+    """Two batches of (segment, tensor): fp32, bf16, fp16 and fp64 tensors with specials and subnormals; one
+    tensor in two segments (a module's output, the next one's input); non-contiguous and 0-d tensors."""
+    x = values(seed, n=6000)
+    tiny = torch.tensor([1e-45, -3e-42, 2.0**-137, 2.0**-138, 1e-40, 0.0])  # fp32 subnormals, both sides of 2^-137
+    shared = x[:700].reshape(7, 100).bfloat16()
+    first = [
+        (0, torch.cat([x[:2000], tiny])),
+        (1, shared),
+        (2, shared),
+        (3, x[2000:3000].half()),
+        (4, x[3000:4000].double()),
+        (5, x[4000:4800].reshape(40, 20).t()),  # not contiguous
+        (6, torch.tensor(3.5)),
+    ]
+    second = [(0, x[4800:5200] * 1e-3), (2, x[5200:6000].bfloat16()), (6, torch.tensor(-0.0))]
+    return [first, second]
+
+
+def _measured(host: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    buckets = Buckets([overflow_threshold(f) for f in FORMATS])
+    buffers = Buffers(7, buckets, torch.device("cpu"))
+    buffers.host = host
+    for row, batch in enumerate(_batches(seed)):
+        buffers.add(batch, row)
+        buffers.add(batch[:2], row)  # a second batch into the same recorded step
+    return buffers.joint.numpy().copy(), buffers.extremes[:2].numpy().copy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_host_pass_counts_and_bounds_bit_for_bit_as_the_torch_ops(seed):
+    got_joint, got_extremes = _measured(True, seed)
+    want_joint, want_extremes = _measured(False, seed)
+    assert got_joint.sum() > 0 and np.array_equal(got_joint, want_joint)
+    assert np.array_equal(got_extremes, want_extremes)
+
+
+def test_the_exponent_tables_give_every_pattern_the_bucket_tables_bucket():
+    buckets = Buckets([overflow_threshold(f) for f in FORMATS])
+    tables = host_kernel.ExponentTables(buckets.table, Buckets.SHIFT)
+    patterns = np.concatenate(
+        [
+            np.random.default_rng(0).integers(0, 1 << 31, 200_000),
+            np.flatnonzero(np.diff(buckets.table)) + 1 << Buckets.SHIFT,  # every edge ...
+            (np.flatnonzero(np.diff(buckets.table)) + 1 << Buckets.SHIFT) - 1,  # ... and the pattern below it
+        ]
+    )
+    want = buckets.table[patterns >> Buckets.SHIFT]
+    exponent = patterns >> 23
+    got = tables.base[exponent].copy()
+    for i, (pattern, e) in enumerate(zip(patterns, exponent, strict=True)):
+        k = tables.first_edge[e]
+        while pattern >= tables.edges[k]:
+            got[i] += 1
+            k += 1
+    assert np.array_equal(got, want)
