@@ -7,12 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_inspect_stats import FORMATS, values
 
 from mpx.inspection import host_kernel
 from mpx.inspection.buffers import Buffers
 from mpx.inspection.stats import Buckets, overflow_threshold
-
-from test_inspect_stats import FORMATS, values
 
 pytestmark = pytest.mark.skipif(not host_kernel.available(), reason="numba is not installed (the torch path runs)")
 
@@ -43,6 +42,10 @@ def _measured(host: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
     for row, batch in enumerate(_batches(seed)):
         buffers.add(batch, row)
         buffers.add(batch[:2], row)  # a second batch into the same recorded step
+    changed = values(seed + 10, n=500)
+    buffers.add([(3, changed)], 1)
+    changed.mul_(1e30)  # an in-place module between two measurements of one tensor: measured again
+    buffers.add([(4, changed)], 1)
     return buffers.joint.numpy().copy(), buffers.extremes[:2].numpy().copy()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -44,6 +45,7 @@ class Buffers:
         self.host = device.type == "cpu" and host_kernel.available()
         self._host_layouts: dict[tuple, host_kernel.HostLayout] = {}
         self._host_tables = host_kernel.ExponentTables(buckets.table, Buckets.SHIFT) if self.host else None
+        self._joint_host: Any = None
 
     def _fresh_extremes(self, rows: int) -> torch.Tensor:
         return torch.full((rows, 2, self.segments), -1, dtype=torch.int32, device=self.device)  # -1: not measured
@@ -81,7 +83,9 @@ class Buffers:
             if len(self._host_layouts) > 64:  # layouts that keep changing: do not grow without bound
                 self._host_layouts.clear()
             layout = self._host_layouts[key] = host_kernel.HostLayout(*zip(*shapes, strict=True), key[1])
-        joint = self.joint.numpy().reshape(self.segments, -1)
+        if self._joint_host is None:  # joint is never reallocated: one numpy view of it
+            self._joint_host = self.joint.numpy().reshape(self.segments, -1)
+        joint = self._joint_host
         host_kernel.measure(tensors, layout, self._host_tables, joint, self.extremes[row].numpy())
 
     def end_step(self, scale: torch.Tensor, skipped: torch.Tensor | None) -> None:

@@ -130,13 +130,12 @@ def measure(
 ) -> None:
     """Add host `tensors` into `joint` ([segments, buckets] counts) and `extremes` ([2, segments]), in place."""
     kernel = _kernel()
-    with torch.no_grad():
-        for members, bounds, seg_ptr, seg_idx in layout.runs:
-            flat = _flatten_dense_tensors([tensors[t].detach() for t in members])
-            if flat.dtype == torch.float32:
-                bits, widen = flat.view(torch.int32).numpy(), 0
-            elif flat.dtype == torch.bfloat16:  # bf16 is fp32's top half: widen the pattern, no conversion
-                bits, widen = flat.view(torch.int16).numpy(), 16
-            else:
-                bits, widen = flat.float().view(torch.int32).numpy(), 0
-            kernel(bits, widen, bounds, seg_ptr, seg_idx, tables.base, tables.first_edge, tables.edges, joint, extremes)
+    for members, bounds, seg_ptr, seg_idx in layout.runs:
+        flat = _flatten_dense_tensors([tensors[t].detach() for t in members])  # detached: no autograd graph
+        if flat.dtype == torch.float32:
+            bits, widen = flat.view(torch.int32).numpy(), 0
+        elif flat.dtype == torch.bfloat16:  # bf16 is fp32's top half: widen the pattern, no conversion
+            bits, widen = flat.view(torch.int16).numpy(), 16
+        else:
+            bits, widen = flat.float().view(torch.int32).numpy(), 0
+        kernel(bits, widen, bounds, seg_ptr, seg_idx, tables.base, tables.first_edge, tables.edges, joint, extremes)
