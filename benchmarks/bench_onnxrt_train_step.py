@@ -2,8 +2,9 @@
 
 Same model, data and optimizer (AdamW, on the host in both) in one run; the onnxrt model is compiled once
 (its compile time is printed on its own line) and then timed in interleaved rounds against the eager twin.
-Prints the median step-time ratio per model (bar: <= 1.5) and, as information, the full
-MixedPrecision(backend="onnxrt", policy="fp32") step, whose unscale/update also run as EP graphs.
+Prints the median step-time ratio per model against the bar (<= 1.5) for both: the compiled model with
+torch's AdamW on the host, and the whole MixedPrecision(backend="onnxrt", policy="fp32") step, whose overflow
+check and AdamW update also run as EP graphs (the step a user of the onnxrt backend trains with).
 
     python benchmarks/bench_onnxrt_train_step.py [--rounds 7] [--steps 20] [--models mlp,gpt] [--threads N]
 """
@@ -111,8 +112,10 @@ def run_case(name: str, batch: int, rounds: int, steps: int) -> float:
     for report in compiler.placement():
         print(f"  placement {summary_line(report)}")
     ratio = statistics.median(times["onnxrt CPU EP fp32"]) / anchor
+    whole = statistics.median(times["MixedPrecision onnxrt fp32"]) / anchor
     print(f"[{name}] onnxrt (CPU EP) fp32 step / torch eager fp32 step: {ratio:.3f} (bar <= {BAR})")
-    return ratio
+    print(f"[{name}] whole MixedPrecision onnxrt fp32 step / torch eager fp32 step: {whole:.3f} (bar <= {BAR})")
+    return max(ratio, whole)
 
 
 def main() -> None:
@@ -130,7 +133,8 @@ def main() -> None:
         batch = args.batch if name == "mlp" else max(16, args.batch // 8)
         ratios[name] = run_case(name, batch, args.rounds, args.steps)
     verdict = "meets" if all(r <= BAR for r in ratios.values()) else "misses"
-    print(f"summary: {', '.join(f'{k} {v:.3f}' for k, v in ratios.items())} -> {verdict} the bar <= {BAR}")
+    worst = ", ".join(f"{k} {v:.3f}" for k, v in ratios.items())
+    print(f"summary (the larger of the two ratios per model): {worst} -> {verdict} the bar <= {BAR}")
 
 
 if __name__ == "__main__":
