@@ -1,6 +1,7 @@
-"""The onnxrt protocol keeps masters, AdamW moments and step counts as pieces of flat buffers and reuses the
-unscaled gradients' flat array: what torch and the user see stays torch's (the same parameter objects,
-state keys, state_dict), and anything that replaces or changes those tensors is picked up, bit for bit."""
+"""The onnxrt protocol keeps AdamW's moments and step counts as pieces of flat buffers and lays masters and
+gradients end to end per step: what torch and the user see stays torch's (the same parameter storage, state
+objects and keys, state_dict), and whatever replaces, changes or leaves out those tensors is followed, bit for
+bit with the graph per tensor."""
 
 from __future__ import annotations
 
@@ -27,23 +28,28 @@ def _params() -> list[torch.Tensor]:
     return [torch.randn(shape, generator=generator) for shape in ((16, 8), (8,), (4, 3, 2))]
 
 
-def _grads(params, step: int) -> dict[torch.Tensor, torch.Tensor]:
+def _grads(params, step: int, without=()) -> dict[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(100 + step)
-    return {p: torch.randn(p.shape, generator=generator) for p in params}
+    return {p: torch.randn(p.shape, generator=generator) for i, p in enumerate(params) if i not in without}
 
 
-def _run(backend, steps: int, between=None, per_tensor: bool = False, monkeypatch=None):
-    """AdamW masked steps on fixed gradients; `between(step, params, optimizer)` may meddle before each step."""
-    if per_tensor:  # the graph per tensor: no flat buffers at all
-        from mpx.backends.onnxrt.training import protocol
+def _per_tensor(monkeypatch) -> None:
+    """The graph per tensor: no flat buffers at all."""
+    from mpx.backends.onnxrt.training import protocol
 
-        monkeypatch.setattr(protocol, "same_step", lambda states, params: False)
+    monkeypatch.setattr(protocol, "same_step", lambda states, params: False)
+
+
+def _run(backend, steps: int, between=None, without=lambda step: ()):
+    """AdamW masked steps (the third skipped); `between(step, params, optimizer)` may meddle before each step,
+    `without(step)` names the parameters that have no gradient in it."""
     params = _params()
     optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
     for step in range(steps):
         if between is not None:
             params, optimizer = between(step, params, optimizer)
-        backend.masked_step(optimizer, _grads(params, step), torch.tensor(step == 2), FP32_STATE)
+        grads = _grads(params, step, without(step))
+        backend.masked_step(optimizer, grads, torch.tensor(step == 2), FP32_STATE)
     return params, optimizer
 
 
@@ -56,18 +62,26 @@ def _assert_same(got, want) -> None:
         assert all(_same_bits(got_state[key], want_state[key]) for key in got_state)
 
 
-def test_flat_buffers_keep_torchs_tensors_and_state_dict(onnxrt):
-    params, optimizer = _run(onnxrt, steps=4)
+def test_state_lives_in_flat_buffers_and_parameters_keep_their_storage(onnxrt):
+    params = _params()
+    addresses, aliases = [p.data_ptr() for p in params], [p.detach() for p in params]
+    shared = torch.zeros(3).share_memory_()
+    optimizer = torch.optim.AdamW([*params, shared], lr=1e-2)
+    for step in range(4):
+        grads = {**_grads(params, step), shared: torch.ones(3)}
+        onnxrt.masked_step(optimizer, grads, torch.tensor(step == 2), FP32_STATE)
+    assert [p.data_ptr() for p in params] == addresses
+    assert all(torch.equal(alias, p) for alias, p in zip(aliases, params, strict=True))
+    assert shared.is_shared() and float(shared[0]) != 0.0  # another process would still see the updates
     (flats,) = onnxrt.protocol._flat_buffers[optimizer].values()
-    base = flats["master"].flat.data_ptr()
-    assert [p.data_ptr() - base for p in params] == [0, 128 * 4, 136 * 4]  # pieces of one buffer, in order
-    assert optimizer.param_groups[0]["params"] == params  # the same objects the optimizer was given
+    base = flats["exp_avg"].flat.data_ptr()
+    assert [optimizer.state[p]["exp_avg"].data_ptr() - base for p in params] == [0, 128 * 4, 136 * 4]
     saved = io.BytesIO()
     torch.save(optimizer.state_dict(), saved)
     saved.seek(0)
     state = torch.load(saved, weights_only=True)["state"]
     assert [state[i]["exp_avg"].shape for i in range(3)] == [p.shape for p in params]
-    assert all(float(state[i]["step"]) == 3.0 for i in range(3))  # 4 steps, one skipped
+    assert all(float(state[i]["step"]) == 3.0 for i in range(4))  # 4 steps, one skipped
 
 
 def test_a_loaded_state_dict_and_replaced_data_are_adopted_again(onnxrt, monkeypatch):
@@ -83,21 +97,45 @@ def test_a_loaded_state_dict_and_replaced_data_are_adopted_again(onnxrt, monkeyp
         return params, optimizer
 
     got = _run(onnxrt, steps=6, between=meddle)
-    want = _run(mpx.get_backend("onnxrt"), steps=6, between=meddle, per_tensor=True, monkeypatch=monkeypatch)
-    _assert_same(got, want)
     (flats,) = onnxrt.protocol._flat_buffers[got[1]].values()  # the rebuilt optimizer's, adopted afresh
-    assert flats["master"].holds(got[0]) and flats["exp_avg"].holds([got[1].state[p]["exp_avg"] for p in got[0]])
+    assert flats["exp_avg"].holds([got[1].state[p]["exp_avg"] for p in got[0]])
+    _per_tensor(monkeypatch)
+    _assert_same(got, _run(mpx.get_backend("onnxrt"), steps=6, between=meddle))
+
+
+def test_a_parameter_without_gradient_on_some_steps_keeps_its_own_step_count(onnxrt, monkeypatch):
+    """Steps where one parameter has no gradient (an unused branch) leave the group's step counts unequal: the
+    group then steps tensor by tensor, with each tensor's own bias correction."""
+
+    def without(step):
+        return (0, 2) if step in (3, 4) else ()  # only parameter 1 steps then: its count runs ahead
+
+    got = _run(onnxrt, steps=7, without=without)
+    assert [float(got[1].state[p]["step"]) for p in got[0]] == [4.0, 6.0, 4.0]
+    _per_tensor(monkeypatch)
+    _assert_same(got, _run(mpx.get_backend("onnxrt"), steps=7, without=without))
+
+
+def test_freezing_part_of_the_model_lets_the_old_buffers_go(onnxrt):
+    params = _params()
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    for step in range(2):
+        onnxrt.masked_step(optimizer, _grads(params, step), torch.tensor(False), FP32_STATE)
+    for step in range(2, 4):  # parameter 2 frozen: the other two are laid out again
+        onnxrt.masked_step(optimizer, _grads(params, step, without=(2,)), torch.tensor(False), FP32_STATE)
+    (flats,) = onnxrt.protocol._flat_buffers[optimizer].values()
+    frozen = optimizer.state[params[2]]["exp_avg"]
+    assert frozen.untyped_storage().data_ptr() != flats["exp_avg"].flat.untyped_storage().data_ptr()
+    assert frozen.untyped_storage().nbytes() == frozen.numel() * 4  # its own storage, not the old buffer
 
 
 @pytest.mark.parametrize("policy", ["fp32", "fp16-mixed"])
-def test_gradients_clipped_between_unscale_and_step_are_the_ones_stepped(policy, monkeypatch):
-    """clip_grad_norm_ changes the unscaled gradients in place: the update reads them, not the array the
-    unscale produced (a run that flattens the gradients afresh every step gives the same bits)."""
-    from mpx.backends.onnxrt.training.protocol_flat import UnscaledGradients, flatten
+@pytest.mark.parametrize("clip", ["clip_grad_norm_", "grad.data.clamp_"])
+def test_gradients_changed_between_unscale_and_step_are_the_ones_stepped(policy, clip, monkeypatch):
+    """Clipping between unscale_ and step (through the gradient or its .data): the update reads the changed
+    gradients, bit for bit as the graph per tensor does."""
 
-    def train(fresh_flatten: bool):
-        if fresh_flatten:
-            monkeypatch.setattr(UnscaledGradients, "flat", lambda self, grads: flatten(grads))
+    def train():
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -109,9 +147,16 @@ def test_gradients_clipped_between_unscale_and_step_are_the_ones_stepped(policy,
             with mp.autocast():
                 out = mp.model(x)
             mp.backward(mpx.mse_loss(out, y))
-            mp.clip_grad_norm_(0.05)  # small enough to clip every step
+            if clip == "clip_grad_norm_":
+                mp.clip_grad_norm_(0.05)  # small enough to clip every step
+            else:
+                mp.unscale_()
+                for group in optimizer.param_groups:
+                    for master in group["params"]:
+                        master.grad.data.clamp_(-1e-3, 1e-3)
             assert not mp.step().was_skipped
         return [p.detach().clone() for p in model.parameters()]
 
-    clipped, recomputed = train(False), train(True)
-    assert all(_same_bits(a, b) for a, b in zip(clipped, recomputed, strict=True))
+    flat = train()
+    _per_tensor(monkeypatch)
+    assert all(_same_bits(a, b) for a, b in zip(flat, train(), strict=True))

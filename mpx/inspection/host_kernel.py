@@ -10,6 +10,7 @@ on an accelerator, the torch formulation runs.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,17 +18,12 @@ import numpy as np
 import torch
 from torch._utils import _flatten_dense_tensors
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a dependency; a build without it takes the torch path
-    numba = None
-
 SIGN_MASK = 0x7FFFFFFF
 
 
 def available() -> bool:
-    """Whether the compiled host pass can run here (numba importable)."""
-    return numba is not None
+    """Whether the compiled host pass can run here (numba installed; imported on first use, not here)."""
+    return importlib.util.find_spec("numba") is not None
 
 
 def _measure(  # pragma: no cover - compiled by numba
@@ -77,6 +73,8 @@ _compiled: Any = None
 def _kernel() -> Any:
     global _compiled
     if _compiled is None:
+        import numba
+
         _compiled = numba.njit(cache=True, nogil=True)(_measure)
     return _compiled
 

@@ -27,7 +27,7 @@ from ..builder import FLOAT
 from ..native_log import run_options
 from ..placement import GraphUnsupported, place
 from ..providers import Options, Target, assigned_providers
-from .protocol_flat import FlatTensors, UnscaledGradients, flatten, scatter
+from .protocol_flat import FlatTensors, flatten, scatter
 from .protocol_graphs import ProtocolGraph, adam_graph, cast_back_graph, sgd_graph, unscale_check_graph
 from .protocol_updates import ADAM_STATE, update_kind, write_flat_adamw, write_updates
 
@@ -36,7 +36,7 @@ NO_SPINNING = (("session.intra_op.allow_spinning", "0"),)
 CAST_DTYPES = frozenset(f.torch_dtype for f in FORMATS)
 
 
-Flats = dict[str, FlatTensors]  # "master", "step", "exp_avg", "exp_avg_sq" of one parameter group
+Flats = dict[str, FlatTensors]  # "step", "exp_avg", "exp_avg_sq" of one parameter group
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,6 @@ class EpProtocol:
         self.config = tuple(dict((*NO_SPINNING, *session_config)).items())
         self._sessions: dict[Hashable, ProtocolSession] = {}
         self._lock = threading.Lock()
-        self._unscaled = UnscaledGradients()
         # per optimizer (gone with it), per group's parameters: the flat buffers of protocol_flat.py
         self._flat_buffers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -162,9 +161,7 @@ class EpProtocol:
         *unscaled, found = entry.run(feed)
         with torch.no_grad():
             if unscaled:
-                flat = torch.from_numpy(unscaled[0])
-                scatter(flat, grads)
-            self._unscaled.remember(flat, grads)
+                scatter(torch.from_numpy(unscaled[0]), grads)
             found_inf.fill_(float(found.reshape(-1)[0]))
         return True
 
@@ -186,7 +183,7 @@ class EpProtocol:
                 continue
             flats = self._adam_buffers(optimizer, params) if kind == "adamw" and len(params) > 1 else None
             if flats is not None:
-                self._flat_adamw(group, flats, [grads[p] for p in params], found_inf)
+                self._flat_adamw(group, params, [grads[p] for p in params], flats, found_inf)
                 continue
             shapes = tuple(tuple(p.shape) for p in params)
             build = sgd_graph if kind == "sgd" else adam_graph
@@ -196,28 +193,33 @@ class EpProtocol:
 
     @torch.no_grad()
     def _flat_adamw(
-        self, group: dict[str, Any], flats: Flats, grads: list[torch.Tensor], found_inf: np.ndarray
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        flats: Flats,
+        found_inf: np.ndarray,
     ) -> None:
         """One AdamW graph over the group's tensors laid end to end (they share one step count): the same
-        element-wise update, ~15 EP nodes instead of ~15 per tensor. Masters, moments and step counts are
-        kept as pieces of flat buffers (protocol_flat.py), so the results land with one copy per buffer."""
-        master = flats["master"].flat
+        element-wise update, ~15 EP nodes instead of ~15 per tensor. Masters and gradients are laid end to end
+        for the call; moments and step counts stay pieces of flat buffers (protocol_flat.py)."""
+        master = flatten(params)
         shapes = ((master.numel(),),)
         entry = self.session(("adamw", shapes), lambda _decompose: adam_graph(shapes))
         moments = (flats["exp_avg"].flat, flats["exp_avg_sq"].flat)
-        write_flat_adamw(entry.run, group, master, self._unscaled.flat(grads), moments, flats["step"].flat, found_inf)
+        write_flat_adamw(entry.run, group, (master, params), flatten(grads), moments, flats["step"].flat, found_inf)
 
-    def _adam_buffers(
-        self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]
-    ) -> dict[str, FlatTensors] | None:
-        """The flat buffers of `params` and their AdamW state, adopted again when something replaced them;
-        None where the parameters' step counts differ (then they step tensor by tensor)."""
+    def _adam_buffers(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> Flats | None:
+        """The flat buffers of `params`' AdamW state, adopted again when something replaced them (the buffers of
+        another set of parameters of this optimizer let go); None where the parameters' step counts differ
+        (then they step tensor by tensor)."""
         states, key = optimizer.state, tuple(map(id, params))
-        tensors = {"master": params, **{k: [states[p].get(k) for p in params] for k in ADAM_STATE}}
+        tensors = {name: [states[p].get(name) for p in params] for name in ADAM_STATE}
         buffers = self._flat_buffers.setdefault(optimizer, {})
         flats = buffers.get(key)
         if flats is not None and all(flats[name].holds(ts) for name, ts in tensors.items()):
-            return flats
+            steps = flats["step"].flat.numpy()  # one stepped alone (the others had no gradient): not one count
+            return flats if steps.min() == steps.max() else None
         if not same_step(states, params):
             return None
         for name in ADAM_STATE:  # torch's state, in torch's key order, before the first step
@@ -225,8 +227,14 @@ class EpProtocol:
                 if states[p].get(name) is None:
                     states[p][name] = torch.zeros((), dtype=torch.float32) if name == "step" else torch.zeros_like(p)
             tensors[name] = [states[p][name] for p in params]
-        flats = buffers[key] = {name: FlatTensors.adopt(ts) for name, ts in tensors.items()}
-        return flats
+        adopted = {name: FlatTensors.adopt(ts) for name, ts in tensors.items()}
+        kept = {id(t) for ts in tensors.values() for t in ts}
+        for old in buffers.values():
+            for flat in old.values():
+                flat.release(kept)
+        buffers.clear()
+        buffers[key] = adopted
+        return adopted
 
     def cast_back(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Round fp32 masters into their parameters on the EP; returns the pairs it could not take (host ones)."""

@@ -1,14 +1,12 @@
-"""Tensors laid end to end for the protocol graphs, without concatenating and scattering them every step.
+"""Tensors laid end to end for the protocol graphs.
 
-`FlatTensors` rebinds a list of fp32 host tensors (masters, Adam moments) as consecutive views of one
-buffer, the way FSDP's flat parameter and apex's fused optimizers keep them: a graph then reads the whole
-list as one array and its result is copied back with one copy. The tensors stay the ones torch knows
-(a parameter keeps its identity, an optimizer state keeps its keys); `holds` tells whether they are still
-the views (a load_state_dict or `.data =` replaces them, and the buffer is adopted again).
-
-`UnscaledGradients` remembers the flat array an unscale produced, so the update that follows reads it
-instead of concatenating the same gradients again; a gradient changed in place in between (clipping)
-shows in its version counter and is concatenated afresh.
+`flatten` and `scatter` lay tensors end to end and copy a flat result back (one C++ call each, as DDP's
+buckets are made). `FlatTensors` keeps a list of optimizer state tensors (Adam's moments and step counts, which
+the optimizer owns and mpx creates) as consecutive views of one buffer, as apex's fused optimizers keep them:
+a graph reads the whole list as one array and its result lands with one copy. The tensors stay the ones torch
+knows (same objects, same state keys); `holds` tells whether they still are the views (a load_state_dict or
+`.data =` replaces them, and the buffer is adopted again). Parameters are never rebound: views a user or
+another process holds of them (`share_memory`, numpy, an early `state_dict()`) keep seeing every update.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ class FlatTensors:
     """One fp32 buffer whose consecutive pieces are the adopted tensors' storage."""
 
     def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
+        self.tensors = list(tensors)
         with torch.no_grad():
             self.flat = flatten(tensors)
         self._layout = [(piece.data_ptr(), piece.shape) for piece in _unflatten_dense_tensors(self.flat, tensors)]
@@ -53,32 +52,10 @@ class FlatTensors:
         except AttributeError:  # a state not made yet (None)
             return False
 
-
-class UnscaledGradients:
-    """The flat fp32 array of the last unscale and the gradients it was scattered into, with their versions."""
-
-    def __init__(self) -> None:
-        self._flat: torch.Tensor | None = None
-        self._grads: list[torch.Tensor] = []
-        self._where: dict[int, tuple[int, int]] = {}  # id(grad) -> (index, version after the scatter)
-
-    def remember(self, flat: torch.Tensor, grads: Sequence[torch.Tensor]) -> None:
-        self._flat, self._grads = flat, list(grads)
-        self._where = {id(g): (i, g._version) for i, g in enumerate(self._grads)}
-
-    def forget(self) -> None:
-        self.__init__()
-
-    def flat(self, grads: Sequence[torch.Tensor]) -> torch.Tensor:
-        """`grads` laid end to end: a slice of the remembered array where they are a run of it, untouched
-        since; else a new concatenation."""
-        first = self._where.get(id(grads[0])) if grads else None
-        if first is not None and self._flat is not None:
-            start = first[0]
-            run = self._grads[start : start + len(grads)]
-            if len(run) == len(grads) and all(
-                a is b and a._version == self._where[id(a)][1] for a, b in zip(run, grads, strict=True)
-            ):
-                offset = sum(g.numel() for g in self._grads[:start])
-                return self._flat[offset : offset + sum(g.numel() for g in grads)]
-        return flatten(grads)
+    def release(self, kept: set[int]) -> None:
+        """Give each adopted tensor not in `kept` (ids) that is still a piece of this buffer its own storage,
+        so that the buffer goes once the tensors that moved on no longer use it."""
+        with torch.no_grad():
+            for tensor, (address, _) in zip(self.tensors, self._layout, strict=True):
+                if id(tensor) not in kept and tensor.data_ptr() == address:
+                    tensor.data = tensor.data.clone()

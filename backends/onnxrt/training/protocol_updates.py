@@ -18,6 +18,7 @@ from mpx.formats import FP32
 from mpx.training.state_formats import StateFormats
 
 from ..graph.precision import adam_scalars, sgd_scalars
+from .protocol_flat import scatter
 
 Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 _PLAIN = {"maximize": False, "differentiable": False}
@@ -112,18 +113,22 @@ def write_updates(
 def write_flat_adamw(
     run: Run,
     group: dict[str, Any],
-    master: torch.Tensor,
+    masters: tuple[torch.Tensor, list[torch.Tensor]],
     grad: torch.Tensor,
     moments: tuple[torch.Tensor, torch.Tensor],
     steps: torch.Tensor,
     found_inf: np.ndarray,
 ) -> None:
-    """One masked AdamW step of a group laid end to end (1-d master, grad, exp_avg, exp_avg_sq; `steps` the
-    tensors' equal step counts) through the EP graph `run`, the results copied into the buffers."""
+    """One masked AdamW step of a group laid end to end through the EP graph `run`: `masters` is the 1-d master
+    array and the tensors it was laid out from (the results go back into those), `grad` 1-d, `moments` the 1-d
+    exp_avg and exp_avg_sq buffers and `steps` the tensors' equal step counts (both updated in place)."""
     skipped = float(found_inf)  # host values: memory reads, not device syncs
+    master, targets = masters
     feed = {f"{name}0": value for name, value in _scalars("adamw", group, float(steps[0]) + 1).items()}
     feed.update(found_inf=found_inf, master0=master.numpy(), grad0=grad.numpy())
     feed.update(exp_avg0=moments[0].numpy(), exp_avg_sq0=moments[1].numpy())
-    for target, value in zip((master, *moments), run(feed), strict=True):
-        target.copy_(torch.from_numpy(value))
+    new_master, *new_moments = run(feed)
+    scatter(torch.from_numpy(new_master), targets)
+    for moment, value in zip(moments, new_moments, strict=True):
+        moment.copy_(torch.from_numpy(value))
     steps.add_(1.0 - skipped)  # torch counts a step only when it updates
