@@ -43,7 +43,6 @@ class Buffers:
         self._norm_count = 0
         # host memory: one compiled pass per batch (host_kernel.py) instead of the torch ops below
         self.host = device.type == "cpu" and host_kernel.available()
-        self._host_layouts: dict[tuple, host_kernel.HostLayout] = {}
         self._host_tables = host_kernel.ExponentTables(buckets.table, Buckets.SHIFT) if self.host else None
         self._joint_host: Any = None
 
@@ -55,10 +54,10 @@ class Buffers:
         segments share (one module's output, the next one's input) is measured once."""
         if row >= self.extremes.shape[0]:
             self.extremes = torch.cat([self.extremes, self._fresh_extremes(self.extremes.shape[0])])
-        unique = {id(tensor): tensor for _, tensor in entries}
-        if self.host:
-            self._add_on_host(list(unique.values()), entries, row)
+        if self.host:  # every entry read where it lies: a tensor in two segments is read twice
+            self._add_on_host(entries, row)
             return
+        unique = {id(tensor): tensor for _, tensor in entries}
         tensors = sorted(unique.values(), key=lambda t: t.dtype != torch.float32)  # one flatten per dtype
         distinct = {id(tensor): index for index, tensor in enumerate(tensors)}
         sizes = tuple(t.numel() for t in tensors)
@@ -74,19 +73,10 @@ class Buffers:
         )  # largest, inverted smallest
         self.extremes[row].scatter_reduce_(1, target.expand(2, -1), peaks.view(2, -1).index_select(1, source), "amax")
 
-    def _add_on_host(self, tensors: list[torch.Tensor], entries: Sequence[tuple[int, torch.Tensor]], row: int) -> None:
-        distinct = {id(tensor): index for index, tensor in enumerate(tensors)}
-        shapes = tuple((t.dtype, t.numel()) for t in tensors)
-        key = (shapes, tuple((segment, distinct[id(t)]) for segment, t in entries))
-        layout = self._host_layouts.get(key)
-        if layout is None:
-            if len(self._host_layouts) > 64:  # layouts that keep changing: do not grow without bound
-                self._host_layouts.clear()
-            layout = self._host_layouts[key] = host_kernel.HostLayout(*zip(*shapes, strict=True), key[1])
+    def _add_on_host(self, entries: Sequence[tuple[int, torch.Tensor]], row: int) -> None:
         if self._joint_host is None:  # joint is never reallocated: one numpy view of it
             self._joint_host = self.joint.numpy().reshape(self.segments, -1)
-        joint = self._joint_host
-        host_kernel.measure(tensors, layout, self._host_tables, joint, self.extremes[row].numpy())
+        host_kernel.measure(entries, self._host_tables, self._joint_host, self.extremes[row].numpy())
 
     def end_step(self, scale: torch.Tensor, skipped: torch.Tensor | None) -> None:
         """Note a step's loss scale and skip flag: references now, stacked into the histories every COMPACT steps

@@ -1,10 +1,10 @@
 """The inspector's measurement in host memory as one compiled pass per batch (numba), not ~25 torch ops.
 
-On the CPU a recorded step of a small model is mostly op dispatch: the torch formulation (stats.py) runs a
-flatten, a bucket gather, a count and four reductions, each a pass and a dispatch. Here one loop per dtype
-run reads each element once: its fp32 bit pattern (bf16 widened by a shift), its bucket from the same table,
-the counts of its tensor, and the tensor's largest and smallest non-zero |x|, added into the segments that
-tensor belongs to. The result is the torch formulation's, bit for bit (tested). Without numba, or for tensors
+On the CPU a recorded step of a small model is mostly op dispatch and copies: the torch formulation
+(stats.py) flattens the batch and runs a bucket gather, a count and four reductions over it. Here one compiled
+loop reads every tensor where it lies (by address: no concatenation), each element once: its fp32 bit pattern
+(bf16 widened by a shift), its bucket, and the tensor's largest and smallest non-zero |x|, added into the
+tensor's segment. The result is the torch formulation's, bit for bit (tested). Without numba, or for tensors
 on an accelerator, the torch formulation runs.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch._utils import _flatten_dense_tensors
 
 SIGN_MASK = 0x7FFFFFFF
+_WIDEN = {torch.float32: 0, torch.bfloat16: 16}  # read as they are; any other dtype through an fp32 copy
 
 
 def available() -> bool:
@@ -26,57 +26,69 @@ def available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-def _measure(  # pragma: no cover - compiled by numba
-    bits: np.ndarray,
-    widen: int,
-    bounds: np.ndarray,
-    seg_ptr: np.ndarray,
-    seg_idx: np.ndarray,
-    base: np.ndarray,
-    first_edge: np.ndarray,
-    edges: np.ndarray,
-    joint: np.ndarray,
-    extremes: np.ndarray,
-) -> None:
-    """Per tensor t (elements bounds[t]:bounds[t+1] of `bits`): bucket counts, the largest |x| pattern and
-    2^31 minus the smallest non-zero one, added / max-ed into each of its segments seg_idx[seg_ptr[t]:...].
-    A pattern's bucket: its power of two's first bucket, plus the edges inside that power it reaches."""
-    local = np.zeros(joint.shape[1], dtype=np.int64)
-    for t in range(bounds.shape[0] - 1):
-        local[:] = 0
+_compiled: Any = None
+
+
+def _kernel() -> Any:
+    """The compiled pass (built on first use; numba caches it on disk)."""
+    global _compiled
+    if _compiled is None:
+        _compiled = _build()
+    return _compiled
+
+
+def _build() -> Any:  # pragma: no cover - the bodies below run compiled
+    import numba
+    from numba import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def as_pointer(typingctx, address, kind):  # noqa: ANN001, ANN202 - numba's intrinsic protocol
+        """An int64 address as a typed pointer (the dtype taken from `kind`'s array)."""
+        pointer = types.CPointer(kind.dtype)
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+        return pointer(types.int64, kind), codegen
+
+    @numba.njit(cache=True, nogil=True)
+    def count(values, shift, segment, base, first_edge, edges, joint, extremes):  # noqa: ANN001, ANN202
+        """One tensor's patterns (`values` widened by `shift`) into joint[segment] and extremes[:, segment]:
+        its largest |x| pattern and 2^31 minus its smallest non-zero one. A pattern's bucket: its power of
+        two's first bucket, plus the edges inside that power it reaches."""
         largest, inverted = -1, -1
-        for i in range(bounds[t], bounds[t + 1]):
-            b = (np.int64(bits[i]) << widen) & SIGN_MASK
+        for i in range(values.shape[0]):
+            b = (np.int64(values[i]) << shift) & SIGN_MASK
             exponent = b >> 23
             bucket, k = base[exponent], first_edge[exponent]
             while b >= edges[k]:  # the bucket edges inside this power of two (usually none)
                 bucket += 1
                 k += 1
-            local[bucket] += 1
+            joint[segment, bucket] += 1
             if b > largest:
                 largest = b
             inverse = (-b) & SIGN_MASK  # zeros stay 0: never the smallest non-zero
             if inverse > inverted:
                 inverted = inverse
-        for s in range(seg_ptr[t], seg_ptr[t + 1]):
-            segment = seg_idx[s]
-            joint[segment, :] += local
-            if largest > extremes[0, segment]:
-                extremes[0, segment] = largest
-            if inverted > extremes[1, segment]:
-                extremes[1, segment] = inverted
+        if largest > extremes[0, segment]:
+            extremes[0, segment] = largest
+        if inverted > extremes[1, segment]:
+            extremes[1, segment] = inverted
 
+    @numba.njit(cache=True, nogil=True)
+    def measure(addresses, sizes, widen, segments, tables, joint, extremes, like32, like16):  # noqa: ANN001, ANN202
+        """Per entry e: the tensor at addresses[e], sizes[e] fp32 patterns (bf16 ones where widen[e] is 16)."""
+        base, first_edge, edges = tables
+        for e in range(addresses.shape[0]):
+            if widen[e] == 0:
+                values32 = numba.carray(as_pointer(addresses[e], like32), sizes[e])
+                count(values32, 0, segments[e], base, first_edge, edges, joint, extremes)
+            else:
+                values16 = numba.carray(as_pointer(addresses[e], like16), sizes[e])
+                count(values16, 16, segments[e], base, first_edge, edges, joint, extremes)
 
-_compiled: Any = None
-
-
-def _kernel() -> Any:
-    global _compiled
-    if _compiled is None:
-        import numba
-
-        _compiled = numba.njit(cache=True, nogil=True)(_measure)
-    return _compiled
+    return measure
 
 
 class ExponentTables:
@@ -98,42 +110,24 @@ class ExponentTables:
         self.edges = np.array(edges, dtype=np.int64)
 
 
-class HostLayout:
-    """Per batch layout: the distinct tensors grouped in runs of one dtype, and each run's index maps."""
-
-    def __init__(self, dtypes: Sequence[torch.dtype], sizes: Sequence[int], entries: Sequence[tuple[int, int]]) -> None:
-        self.runs: list[tuple[list[int], np.ndarray, np.ndarray, np.ndarray]] = []
-        segments_of: dict[int, list[int]] = {}
-        for segment, tensor in entries:
-            segments_of.setdefault(tensor, []).append(segment)
-        order = sorted(range(len(sizes)), key=lambda t: _RUN_ORDER.get(dtypes[t], 2))
-        for dtype in dict.fromkeys(dtypes[t] for t in order):
-            members = [t for t in order if dtypes[t] == dtype]
-            bounds = np.concatenate([[0], np.cumsum([sizes[t] for t in members])]).astype(np.int64)
-            counts = [len(segments_of.get(t, ())) for t in members]
-            seg_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            seg_idx = np.array([s for t in members for s in segments_of.get(t, ())], dtype=np.int64)
-            self.runs.append((members, bounds, seg_ptr, seg_idx))
-
-
-_RUN_ORDER = {torch.float32: 0, torch.bfloat16: 1}
+_LIKE32, _LIKE16 = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int16)
 
 
 def measure(
-    tensors: Sequence[torch.Tensor],
-    layout: HostLayout,
-    tables: ExponentTables,
-    joint: np.ndarray,
-    extremes: np.ndarray,
+    entries: Sequence[tuple[int, torch.Tensor]], tables: ExponentTables, joint: np.ndarray, extremes: np.ndarray
 ) -> None:
-    """Add host `tensors` into `joint` ([segments, buckets] counts) and `extremes` ([2, segments]), in place."""
-    kernel = _kernel()
-    for members, bounds, seg_ptr, seg_idx in layout.runs:
-        flat = _flatten_dense_tensors([tensors[t].detach() for t in members])  # detached: no autograd graph
-        if flat.dtype == torch.float32:
-            bits, widen = flat.view(torch.int32).numpy(), 0
-        elif flat.dtype == torch.bfloat16:  # bf16 is fp32's top half: widen the pattern, no conversion
-            bits, widen = flat.view(torch.int16).numpy(), 16
-        else:
-            bits, widen = flat.float().view(torch.int32).numpy(), 0
-        kernel(bits, widen, bounds, seg_ptr, seg_idx, tables.base, tables.first_edge, tables.edges, joint, extremes)
+    """Add the host tensors of (segment, tensor) `entries` into `joint` ([segments, buckets] counts) and
+    `extremes` ([2, segments]), in place. Every tensor stays referenced here while the pass reads it."""
+    count = len(entries)
+    addresses, sizes = np.empty(count, dtype=np.int64), np.empty(count, dtype=np.int64)
+    widen, segments = np.empty(count, dtype=np.int64), np.empty(count, dtype=np.int64)
+    kept = []  # contiguous fp32 copies of what is read through one, alive until the pass is done
+    for e, (segment, tensor) in enumerate(entries):
+        shift = _WIDEN.get(tensor.dtype)
+        if shift is None or not tensor.is_contiguous():
+            tensor = tensor.detach().float().contiguous() if shift is None else tensor.detach().contiguous()
+            shift = _WIDEN[tensor.dtype]
+            kept.append(tensor)
+        addresses[e], sizes[e], widen[e], segments[e] = tensor.data_ptr(), tensor.numel(), shift, segment
+    lookup = (tables.base, tables.first_edge, tables.edges)
+    _kernel()(addresses, sizes, widen, segments, lookup, joint, extremes, _LIKE32, _LIKE16)

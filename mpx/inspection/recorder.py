@@ -186,10 +186,11 @@ class Recorder:
 
         Every step keeps each gradient's norm (to name a skipped step's first non-finite one); recorded steps
         also measure them. Where the step's overflow flag `found_inf` is in host memory (a CPU device) reading
-        it is a memory read, not a sync, and a step it clears keeps no norms unless recorded.
+        it is a memory read, not a sync, and a step it clears keeps no norms.
         """
         on_host = found_inf is not None and found_inf.device.type in optimizer_step.HOST_DEVICES
-        if on_host and not self.recording and not float(found_inf):
+        clean = on_host and not float(found_inf)  # nothing for a culprit search to find in this step
+        if clean and not self.recording:
             return
         if self._plan_pairs is not pairs:  # a trainer passes the same pairs every step: resolved once
             self._plan_pairs = pairs
@@ -201,7 +202,8 @@ class Recorder:
         if len(chosen) != len(self._layout) or len(chosen) != len(self._plan):  # all of the plan: its layout
             layout = tuple(seg for seg, _ in chosen)
             self._layout = layout if layout != self._layout else self._layout  # one tuple kept while it stays
-        self.buffers.record_norms(self.step, [g for _, g in chosen], self._layout)
+        if not clean:
+            self.buffers.record_norms(self.step, [g for _, g in chosen], self._layout)
         if self.recording:
             for seg, grad in chosen:
                 self._pending[seg] = [grad]
