@@ -188,9 +188,10 @@ class Recorder:
         also measure them. Where the step's overflow flag `found_inf` is in host memory (a CPU device) reading
         it is a memory read, not a sync, and a step it clears keeps no norms.
         """
+        recording = self.step % self.every == 0
         on_host = found_inf is not None and found_inf.device.type in optimizer_step.HOST_DEVICES
         clean = on_host and not float(found_inf)  # nothing for a culprit search to find in this step
-        if clean and not self.recording:
+        if clean and not recording:
             return
         if self._plan_pairs is not pairs:  # a trainer passes the same pairs every step: resolved once
             self._plan_pairs = pairs
@@ -212,12 +213,13 @@ class Recorder:
 
     def end_step(self, scale: torch.Tensor, skipped: torch.Tensor | None) -> None:
         """Close the step: measure what waits, record the scale and skip flag, count the step."""
-        self.flush()
+        if self._pending:
+            self.flush()
         self.buffers.end_step(scale, skipped)
         self.step += 1
         if self.trainer and self.recording:
             self._arm()
-        elif self.trainer:
+        elif self.trainer and (self._armed or self._order_hooks):
             self._disarm()
 
     def flush(self) -> None:
