@@ -192,3 +192,26 @@ def test_metrics_are_device_tensors_and_the_norm_is_the_unscaled_gradients():
     expected = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     trainer.step()
     assert trainer.metrics()["grad_norm"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_recorded_steps_process_wide_hook_leaves_other_models_alone():
+    """Under MixedPrecision a recorded step arms one process-wide forward hook: another model's forward in the
+    step is not recorded, and between recorded steps no hook is left anywhere."""
+    from torch.nn.modules.module import _global_forward_hooks
+
+    model, x, y, _ = tiny_gradient_model()
+    other = torch.nn.Linear(32, 3)
+    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1e-3), "cpu", "bf16-mixed",
+                            inspect={"every": 2})  # fmt: skip
+    armed = []
+    for _ in range(4):
+        armed.append(len(_global_forward_hooks))
+        mp.zero_grad()
+        with mp.autocast():
+            out = model(x)
+            other(x)
+        mp.backward(mpx.mse_loss(out, y))
+        mp.step()
+    assert armed == [1, 0, 1, 0]  # armed for steps 0 and 2 only
+    modules = {t["module"] for t in mp.inspection.data()["tensors"]}
+    assert modules == {name for name, m in model.named_modules() if not list(m.children())}

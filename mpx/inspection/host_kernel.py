@@ -53,10 +53,11 @@ def _build() -> Any:  # pragma: no cover - the bodies below run compiled
         return pointer(types.int64, kind), codegen
 
     @numba.njit(cache=True, nogil=True)
-    def count(values, shift, segment, base, first_edge, edges, joint, extremes):  # noqa: ANN001, ANN202
-        """One tensor's patterns (`values` widened by `shift`) into joint[segment] and extremes[:, segment]:
-        its largest |x| pattern and 2^31 minus its smallest non-zero one. A pattern's bucket: its power of
-        two's first bucket, plus the edges inside that power it reaches."""
+    def count(values, shift, local, base, first_edge, edges):  # noqa: ANN001, ANN202
+        """One tensor's patterns (`values` widened by `shift`) counted into `local`; returns its largest |x|
+        pattern and 2^31 minus its smallest non-zero one. A pattern's bucket: its power of two's first bucket,
+        plus the edges inside that power it reaches."""
+        local[:] = 0
         largest, inverted = -1, -1
         for i in range(values.shape[0]):
             b = (np.int64(values[i]) << shift) & SIGN_MASK
@@ -65,28 +66,34 @@ def _build() -> Any:  # pragma: no cover - the bodies below run compiled
             while b >= edges[k]:  # the bucket edges inside this power of two (usually none)
                 bucket += 1
                 k += 1
-            joint[segment, bucket] += 1
+            local[bucket] += 1
             if b > largest:
                 largest = b
             inverse = (-b) & SIGN_MASK  # zeros stay 0: never the smallest non-zero
             if inverse > inverted:
                 inverted = inverse
-        if largest > extremes[0, segment]:
-            extremes[0, segment] = largest
-        if inverted > extremes[1, segment]:
-            extremes[1, segment] = inverted
+        return largest, inverted
 
     @numba.njit(cache=True, nogil=True)
     def measure(addresses, sizes, widen, segments, tables, joint, extremes, like32, like16):  # noqa: ANN001, ANN202
-        """Per entry e: the tensor at addresses[e], sizes[e] fp32 patterns (bf16 ones where widen[e] is 16)."""
+        """Per entry e: the tensor at addresses[e], sizes[e] fp32 patterns (bf16 ones where widen[e] is 16), or
+        where widen[e] is -1 the previous entry's tensor again (a module's output, the next one's input)."""
         base, first_edge, edges = tables
+        local = np.zeros(joint.shape[1], dtype=np.int64)
+        largest, inverted = -1, -1
         for e in range(addresses.shape[0]):
             if widen[e] == 0:
                 values32 = numba.carray(as_pointer(addresses[e], like32), sizes[e])
-                count(values32, 0, segments[e], base, first_edge, edges, joint, extremes)
-            else:
+                largest, inverted = count(values32, 0, local, base, first_edge, edges)
+            elif widen[e] == 16:
                 values16 = numba.carray(as_pointer(addresses[e], like16), sizes[e])
-                count(values16, 16, segments[e], base, first_edge, edges, joint, extremes)
+                largest, inverted = count(values16, 16, local, base, first_edge, edges)
+            segment = segments[e]
+            joint[segment, :] += local
+            if largest > extremes[0, segment]:
+                extremes[0, segment] = largest
+            if inverted > extremes[1, segment]:
+                extremes[1, segment] = inverted
 
     return measure
 
@@ -122,7 +129,12 @@ def measure(
     addresses, sizes = np.empty(count, dtype=np.int64), np.empty(count, dtype=np.int64)
     widen, segments = np.empty(count, dtype=np.int64), np.empty(count, dtype=np.int64)
     kept = []  # contiguous fp32 copies of what is read through one, alive until the pass is done
+    previous = None
     for e, (segment, tensor) in enumerate(entries):
+        if tensor is previous:  # counted already: its counts go into this segment too
+            addresses[e], sizes[e], widen[e], segments[e] = 0, 0, -1, segment
+            continue
+        previous = tensor
         shift = _WIDEN.get(tensor.dtype)
         if shift is None or not tensor.is_contiguous():
             tensor = tensor.detach().float().contiguous() if shift is None else tensor.detach().contiguous()

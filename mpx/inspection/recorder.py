@@ -71,6 +71,7 @@ class Recorder:
         self._weights: list[tuple[int, torch.nn.Parameter]] = []
         self._grad_ids: dict[int, tuple[int, torch.nn.Parameter]] = {}  # id(parameter) -> its grad segment
         self._watched = watched_modules(model)  # armed and disarmed around recorded steps: walked once
+        self._inplace = [module for _, module in self._watched if getattr(module, "inplace", False)]
         for name, module in self._watched:
             self.module_types[name] = type(module).__name__
             self._module_ids[id(module)] = (self._segment(name, "input"), self._segment(name, "output"))
@@ -108,10 +109,11 @@ class Recorder:
 
     def _arm(self) -> None:
         if not self._armed:
-            for _, module in self._watched:
-                self._armed.append(module.register_forward_hook(self._on_forward))
-                if getattr(module, "inplace", False):
-                    self._armed.append(module.register_forward_pre_hook(self._before_inplace))
+            if self.trainer:  # one process-wide hook for a recorded step: one registration, not one per module
+                self._armed.append(torch.nn.modules.module.register_module_forward_hook(self._on_any_forward))
+            else:
+                self._armed += [module.register_forward_hook(self._on_forward) for _, module in self._watched]
+            self._armed += [module.register_forward_pre_hook(self._before_inplace) for module in self._inplace]
         # the backward order (for a skipped step's culprit) is noted on every 16th recorded step under a trainer
         if not self._order_hooks and (not self.trainer or len(self.recorded_steps) % 16 == 0):
             for _, param in self._grad_ids.values():
@@ -141,6 +143,10 @@ class Recorder:
             seg_in, seg_out = self._module_ids[id(module)]
             self._pending.setdefault(seg_in, []).extend(_floats(args))
             self._pending.setdefault(seg_out, []).extend(_floats(output))
+
+    def _on_any_forward(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        if id(module) in self._module_ids:  # any module of the process calls it while a recorded step runs
+            self._on_forward(module, args, output)
 
     def _before_inplace(self, module: torch.nn.Module, args: tuple) -> None:
         if self._pending:  # the module is about to overwrite a tensor waiting to be measured
