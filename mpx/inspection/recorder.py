@@ -9,6 +9,7 @@ device value: the statistics stay in `Buffers` until a report asks for them.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +111,7 @@ class Recorder:
     def _arm(self) -> None:
         if not self._armed:
             if self.trainer:  # one process-wide hook for a recorded step: one registration, not one per module
-                self._armed.append(torch.nn.modules.module.register_module_forward_hook(self._on_any_forward))
+                self._armed.append(_process_wide_hook(self))
             else:
                 self._armed += [module.register_forward_hook(self._on_forward) for _, module in self._watched]
             self._armed += [module.register_forward_pre_hook(self._before_inplace) for module in self._inplace]
@@ -245,6 +246,22 @@ class Recorder:
                     batch.append((seg, tensor))
         if batch:
             self.buffers.add(batch, row)
+
+
+def _process_wide_hook(recorder: Recorder) -> Any:
+    """A forward hook on every module of the process that hands the recorder's modules to it. It holds the
+    recorder weakly and goes with it: a trainer dropped between the arming and its recorded step leaks
+    neither the hook nor the model."""
+    reference = weakref.ref(recorder)
+
+    def hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
+        alive = reference()
+        if alive is not None:
+            alive._on_any_forward(module, args, output)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    weakref.finalize(recorder, handle.remove)
+    return handle
 
 
 def nonfinite_culprit(norms: list[float], layout: tuple[int, ...], order: list[int]) -> int | None:
