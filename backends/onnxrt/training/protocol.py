@@ -121,7 +121,7 @@ class EpProtocol:
         """Per protocol graph built so far, in the keys of the model graphs' placement reports."""
         return [
             {
-                "graph": f"protocol {key[0]} ({len(key[1])} tensors)",
+                "graph": f"protocol {key[0]} ({_inputs(key[1])})",
                 "kind": "protocol",
                 "protocol": key[0],
                 "provider": self.target.provider,
@@ -253,6 +253,14 @@ class EpProtocol:
                 for (param, _), value in zip(ours, results, strict=True):
                     param.copy_(torch.from_numpy(value))
         return rest
+
+
+def _inputs(shapes: Sequence[tuple[int, ...]]) -> str:
+    """What a protocol graph reads: its tensors, or one array (the tensors laid end to end, as unscale + check
+    and AdamW read them)."""
+    if len(shapes) == 1 and len(shapes[0]) == 1:
+        return f"one array of {shapes[0][0]} values"
+    return f"{len(shapes)} tensor{'s' if len(shapes) != 1 else ''}"
 
 
 def same_step(states: dict, params: Sequence[torch.Tensor]) -> bool:
