@@ -34,9 +34,9 @@ def test_onnxrt_training_ends_within_two_percent_of_the_cpu_backends_fp32_run(pr
     kinds = _kinds(summary.placement)
     assert "eager" not in kinds, kinds.get("eager")
     assert len(kinds["forward"]) == len(kinds["backward"]) == 1  # the model ran as sessions: one capture
-    # at a loss scale of 1 (fp32, bf16-mixed) the gradients are only checked: there is nothing to divide
-    check = "unscale_check" if precision == "fp16-mixed" else "check"
-    assert {g["protocol"] for g in kinds["protocol"]} == {check, "adamw"}
+    # one graph checks (at a loss scale of 1, fp32 and bf16-mixed: only checks) and updates
+    fused = "unscale_check_adamw" if precision == "fp16-mixed" else "check_adamw"
+    assert {g["protocol"] for g in kinds["protocol"]} == {fused}
     for graph in summary.placement:
         assert graph["provider"] == "CPUExecutionProvider" and graph["share_on_provider"] == 1.0
 

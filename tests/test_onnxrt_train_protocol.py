@@ -185,11 +185,11 @@ def test_cast_back_matches_the_cpu_backend_bit_for_bit(onnxrt, cpu, dtype):
 @pytest.mark.parametrize("make", [lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1)], ids=["adamw"])
 def test_one_flat_adamw_graph_equals_a_graph_per_tensor_bit_for_bit(onnxrt, monkeypatch, make):
     """Tensors sharing a step count are updated end to end by one graph: the same numbers, skips included."""
-    from mpx.backends.onnxrt.training import protocol
+    from mpx.backends.onnxrt.training import protocol_flat
 
     flat, flat_optimizer = _stepped(onnxrt, make, steps=4, skip_at=2)
     assert any(key[0] == "adamw" and len(key[1]) == 1 for key in onnxrt.protocol._sessions)
-    monkeypatch.setattr(protocol, "same_step", lambda states, params: False)
+    monkeypatch.setattr(protocol_flat, "same_step", lambda states, params: False)
     each, each_optimizer = _stepped(onnxrt, make, steps=4, skip_at=2)
     assert all(_same_bits(a, b) for a, b in zip(flat, each, strict=True))
     for a, b in zip(flat_optimizer.state.values(), each_optimizer.state.values(), strict=True):

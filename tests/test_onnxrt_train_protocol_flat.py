@@ -35,9 +35,9 @@ def _grads(params, step: int, without=()) -> dict[torch.Tensor, torch.Tensor]:
 
 def _per_tensor(monkeypatch) -> None:
     """The graph per tensor: no flat buffers at all."""
-    from mpx.backends.onnxrt.training import protocol
+    from mpx.backends.onnxrt.training import protocol_flat
 
-    monkeypatch.setattr(protocol, "same_step", lambda states, params: False)
+    monkeypatch.setattr(protocol_flat, "same_step", lambda states, params: False)
 
 
 def _run(backend, steps: int, between=None, without=lambda step: ()):
@@ -160,3 +160,37 @@ def test_gradients_changed_between_unscale_and_step_are_the_ones_stepped(policy,
     flat = train()
     _per_tensor(monkeypatch)
     assert all(_same_bits(a, b) for a, b in zip(flat, train(), strict=True))
+
+
+@pytest.mark.parametrize("policy", ["fp32", "fp16-mixed"])
+def test_the_fused_check_and_update_graph_steps_as_the_two_graphs_do(policy, monkeypatch):
+    """step() without an unscale_() before it runs check (+ unscale) and AdamW as one graph: the same bits as
+    the two graphs, an injected inf included (the step skipped, masters and moments unchanged)."""
+    from mpx.plugins.backend import TrainingBackend
+
+    def train(fused: bool):
+        if not fused:
+            monkeypatch.setattr(type(mpx.get_backend("onnxrt")), "fused_unscale_and_step",
+                                TrainingBackend.fused_unscale_and_step)  # fmt: skip
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        mp = mpx.MixedPrecision(model, optimizer, backend=mpx.get_backend("onnxrt"), policy=policy)
+        generator, skipped = torch.Generator().manual_seed(1), []
+        for step in range(5):
+            x, y = torch.randn(32, 8, generator=generator), torch.randn(32, 1, generator=generator)
+            mp.zero_grad()
+            with mp.autocast():
+                out = mp.model(x)
+            mp.backward(mpx.mse_loss(out, y))
+            if step == 2:
+                model[0].weight.grad.view(-1)[3] = float("inf")
+            skipped.append(mp.step().was_skipped)
+        state = [t.clone() for s in optimizer.state.values() for t in s.values()]
+        return [p.detach().clone() for p in model.parameters()] + state, skipped, mp._stepped
+
+    fused, fused_skips, fused_ran = train(True)
+    plain, plain_skips, plain_fused = train(False)
+    assert fused_skips == plain_skips == [False, False, True, False, False]
+    assert fused_ran and not plain_fused  # the last step: one graph, and two graphs
+    assert all(_same_bits(a, b) for a, b in zip(fused, plain, strict=True))

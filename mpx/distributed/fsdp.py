@@ -17,6 +17,11 @@ import torch
 from mpx.errors import PolicyError
 
 
+def in_process_group() -> bool:
+    """Whether this process is one rank of a torch.distributed job (a default process group exists)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def is_dtensor(tensor: object) -> bool:
     """Whether `tensor` is a DTensor (without importing torch.distributed.tensor when nothing made one)."""
     module = sys.modules.get("torch.distributed.tensor")

@@ -29,6 +29,7 @@ from mpx.errors import CheckpointError
 from mpx.training import rng
 from mpx.training.safe_state import read_payload
 
+from .fsdp import in_process_group
 from .safe_reader import SafeFileSystemReader, tensor_entries
 from .sharded_targets import load_targets
 
@@ -36,10 +37,6 @@ SCHEMA = "mpx-sharded-checkpoint/1"
 POINTER = "LATEST"
 META = "mpx.pt"
 _VERSION = re.compile(r"step-\d{8}(?:-\d+)?")
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 @contextlib.contextmanager
@@ -51,7 +48,7 @@ def _quiet() -> Iterator[None]:
 
 
 def _rank_and_world() -> tuple[int, int]:
-    if _distributed():
+    if in_process_group():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
@@ -143,7 +140,7 @@ def save_sharded(path: str | os.PathLike, model: torch.nn.Module, trainer: Any, 
     name = _from_rank0(_prepare(root, step) if rank == 0 else ("ok", ""))
     writer = dcp.FileSystemWriter(root / f".partial-{name}")
     with _quiet():
-        dcp.save(_tensors(model, trainer, rank), storage_writer=writer, no_dist=not _distributed())
+        dcp.save(_tensors(model, trainer, rank), storage_writer=writer, no_dist=not in_process_group())
     _from_rank0(_commit(root, name, _meta(trainer, step, world, extra)) if rank == 0 else ("ok", name))
     return root / name
 
@@ -177,7 +174,7 @@ def load_sharded(
     rank = _rank_and_world()[0]
     targets = load_targets(entries, model, trainer, rank if restore_rng else None)
     with _quiet():
-        dcp.load(targets.flat, storage_reader=reader, no_dist=not _distributed())
+        dcp.load(targets.flat, storage_reader=reader, no_dist=not in_process_group())
     model.load_state_dict(targets.model)
     if trainer is not None:
         saved = meta["trainer"]

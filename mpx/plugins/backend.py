@@ -193,6 +193,20 @@ class TrainingBackend(Backend):
 
         return unscale_and_check_(grads, found_inf, inv_scale, saturation_limit)
 
+    def fused_unscale_and_step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        grads: Mapping[torch.Tensor, torch.Tensor],
+        found_inf: torch.Tensor,
+        inv_scale: torch.Tensor,
+        saturation_limit: float | None,
+        state_formats: StateFormats | None,
+    ) -> bool:
+        """unscale_and_check_ of `grads` and then the masked_step it decides, as one call, where a backend fuses
+        them (torch's fused optimizers take grad_scale and found_inf so); False: nothing done, the caller runs
+        the two. Called only when nothing reads the unscaled gradients in between."""
+        return False
+
     def masked_step(
         self,
         optimizer: torch.optim.Optimizer,

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mpx.distributed.fsdp import check_sharded_policy, local_tensors, overflow_group, sharding_mesh
+from mpx.distributed.fsdp import check_sharded_policy, in_process_group, local_tensors, overflow_group, sharding_mesh
 from mpx.errors import MasterWeightError, OptimizerError, TrainingInputError
 from mpx.formats import FP32
 from mpx.plugins.backend import Backend
@@ -40,12 +40,6 @@ class StepResult:
     def was_skipped(self) -> bool:
         """Python bool (reads the flag back to the host)."""
         return bool(self.skipped)
-
-
-def _inspection(model: torch.nn.Module, options: bool | Mapping[str, Any]) -> Any:
-    from mpx.inspection import attach
-
-    return attach(model, **({} if options is True else dict(options)))
 
 
 class MixedPrecision:
@@ -94,9 +88,7 @@ class MixedPrecision:
         self.mesh = sharding_mesh(model)  # FSDP2: fp32 sharded parameters are the masters; found_inf spans the mesh
         if self.mesh is not None:
             check_sharded_policy(self.policy, model)
-        self.process_group = (
-            overflow_group(self.mesh) if self.mesh is not None and process_group is None else process_group
-        )
+        self.process_group = overflow_group(self.mesh) if self.mesh and process_group is None else process_group
         apply_params_format(model, self.policy, kept_parameters(kept_modules))
         default = default_loss_scale(self.policy, model)
         if explicit is None and default == "none" and self.policy.is_mixed:
@@ -123,7 +115,11 @@ class MixedPrecision:
         self._found_inf: torch.Tensor | None = None
         self._last: StepResult | None = None
         self._order = CallOrder()  # READY -> SCALED -> UNSCALED -> step(): raises on an order that breaks the math
-        self.inspection = None if not inspect else _inspection(model, inspect)
+        self.inspection = None
+        if inspect:  # imported here: mpx.inspection imports mpx.training
+            from mpx.inspection import attach
+
+            self.inspection = attach(model, **({} if inspect is True else dict(inspect)))
         self._grad_norm: torch.Tensor | None = None
         self._track_grad_norm = False  # metrics() turns it on
         self.model = self.backend.prepare_model(model, self.policy)  # e.g. compiled for the backend's device
@@ -168,6 +164,10 @@ class MixedPrecision:
 
         Raises TrainingInputError with no gradients to unscale (no backward() since the last step()).
         """
+        return self._unscale(fuse_step=False)
+
+    def _unscale(self, fuse_step: bool) -> torch.Tensor:
+        """unscale_(); with `fuse_step`, the backend may run the masked step in the same call (self._stepped)."""
         self._order.before_unscale(lambda: self._sources().values())
         if self._unscaled is None or self._found_inf is None:
             sources = self._sources()
@@ -179,10 +179,14 @@ class MixedPrecision:
             found_inf = torch.zeros(1, dtype=torch.float32, device=scale.device)
             inv_scale = torch.reciprocal(scale)
             local = local_tensors(grads.values())  # FSDP2: each rank checks its own gradient shards
-            self.backend.unscale_and_check_(local, found_inf, inv_scale, self.saturation_limit)
+            args = (found_inf, inv_scale, self.saturation_limit)
+            fused = self.backend.fused_unscale_and_step
+            self._stepped = fuse_step and fused(self.optimizer, grads, *args, self.state_formats)
+            if not self._stepped:
+                self.backend.unscale_and_check_(local, *args)
             if self.inspection is not None:
                 self.inspection.recorder.record_gradients(self.master_weights.pairs, grads, found_inf)
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if in_process_group():
                 torch.distributed.all_reduce(found_inf, op=torch.distributed.ReduceOp.MAX, group=self.process_group)
             self._unscaled, self._found_inf = grads, found_inf
             self._order.after_unscale()
@@ -204,11 +208,14 @@ class MixedPrecision:
 
         Raises TrainingInputError when there is nothing to step: no gradient, or only those the last step() used.
         """
-        found_inf = self.unscale_()
+        fuse = self._unscaled is None and self.inspection is None and not in_process_group()  # none reads them between
+        self._stepped = False
+        found_inf = self._unscale(fuse_step=fuse)
         assert self._unscaled is not None
         skip = found_inf.reshape(()) > 0
         scale = self.scaler.loss_scale.clone()
-        self.backend.masked_step(self.optimizer, self._unscaled, skip, self.state_formats)
+        if not self._stepped:
+            self.backend.masked_step(self.optimizer, self._unscaled, skip, self.state_formats)
         if self._cast_pairs:
             self.backend.cast_back(self._cast_pairs)
         self.scaler.update(found_inf)

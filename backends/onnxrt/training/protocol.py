@@ -10,7 +10,6 @@ step on the host, masked.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,16 +26,20 @@ from ..builder import FLOAT
 from ..native_log import run_options
 from ..placement import GraphUnsupported, place
 from ..providers import Options, Target, assigned_providers
-from .protocol_flat import FlatTensors, flatten, scatter
-from .protocol_graphs import ProtocolGraph, adam_graph, cast_back_graph, sgd_graph, unscale_check_graph
-from .protocol_updates import ADAM_STATE, update_kind, write_flat_adamw, write_updates
+from .protocol_flat import AdamBuffers, Flats, flatten, scatter
+from .protocol_graphs import (
+    ProtocolGraph,
+    adam_graph,
+    cast_back_graph,
+    check_adamw_graph,
+    sgd_graph,
+    unscale_check_graph,
+)
+from .protocol_updates import update_kind, write_flat_adamw, write_updates
 
 # ORT's intra-op threads spin after each run by default, stealing the cores the torch half of a step needs
 NO_SPINNING = (("session.intra_op.allow_spinning", "0"),)
 CAST_DTYPES = frozenset(f.torch_dtype for f in FORMATS)
-
-
-Flats = dict[str, FlatTensors]  # "step", "exp_avg", "exp_avg_sq" of one parameter group
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,7 @@ class EpProtocol:
         self.config = tuple(dict((*NO_SPINNING, *session_config)).items())
         self._sessions: dict[Hashable, ProtocolSession] = {}
         self._lock = threading.Lock()
-        # per optimizer (gone with it), per group's parameters: the flat buffers of protocol_flat.py
-        self._flat_buffers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._flat_buffers = AdamBuffers()  # AdamW state laid end to end, per optimizer
 
     def session(self, key: Hashable, build: Callable[[bool], ProtocolGraph]) -> ProtocolSession:
         """The cached session of `key`; `build(decompose)` makes its graph (decomposed where the EP lacks a kernel)."""
@@ -181,7 +183,7 @@ class EpProtocol:
             params = [p for p in group["params"] if p in grads and p.numel()]
             if not params:
                 continue
-            flats = self._adam_buffers(optimizer, params) if kind == "adamw" and len(params) > 1 else None
+            flats = self._flat_buffers.get(optimizer, params) if kind == "adamw" and len(params) > 1 else None
             if flats is not None:
                 self._flat_adamw(group, params, [grads[p] for p in params], flats, found_inf)
                 continue
@@ -189,6 +191,39 @@ class EpProtocol:
             build = sgd_graph if kind == "sgd" else adam_graph
             entry = self.session((kind, shapes), lambda _decompose, build=build, shapes=shapes: build(shapes))
             write_updates(kind, entry.run, group, optimizer.state, params, grads, skip, found_inf)
+        return True
+
+    def fused_unscale_and_step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        grads: Mapping[torch.Tensor, torch.Tensor],
+        found_inf: torch.Tensor,
+        inv_scale: torch.Tensor,
+        saturation_limit: float | None,
+        state_formats: StateFormats,
+    ) -> bool:
+        """Unscale + check and AdamW of one parameter group laid end to end, in one graph (check_adamw_graph);
+        False (nothing done) for anything else."""
+        if update_kind(optimizer, grads, state_formats) != "adamw" or len(optimizer.param_groups) != 1:
+            return False
+        params = [p for p in optimizer.param_groups[0]["params"] if p in grads and p.numel()]
+        if len(params) < 2 or len(params) != len(grads) or not _host(found_inf, None) or not _host(inv_scale, None):
+            return False
+        flats = self._flat_buffers.get(optimizer, params)
+        if flats is None:
+            return False
+        gradients = [grads[p] for p in params]
+        flat, inverse = flatten(gradients), _host_scalar(inv_scale, ())
+        unscale = float(inverse) != 1.0  # a host value; at a scale of 1 there is nothing to divide
+        key = ("unscale_check_adamw" if unscale else "check_adamw", ((flat.numel(),),), saturation_limit)
+        size = flat.numel()
+        entry = self.session(key, lambda decompose: check_adamw_graph(size, saturation_limit, decompose, unscale))
+        feed = {"grad0": flat.numpy(), "inv_scale": inverse, "found_inf": _host_scalar(found_inf, (1,))}
+        with torch.no_grad():
+            masters = (flatten(params), params)
+            masters, unscaled = (flatten(params), params), (gradients if unscale else [])
+            found = write_flat_adamw(entry.run, optimizer.param_groups[0], masters, feed, flats, unscaled)
+            found_inf.fill_(found)
         return True
 
     @torch.no_grad()
@@ -206,35 +241,8 @@ class EpProtocol:
         master = flatten(params)
         shapes = ((master.numel(),),)
         entry = self.session(("adamw", shapes), lambda _decompose: adam_graph(shapes))
-        moments = (flats["exp_avg"].flat, flats["exp_avg_sq"].flat)
-        write_flat_adamw(entry.run, group, (master, params), flatten(grads), moments, flats["step"].flat, found_inf)
-
-    def _adam_buffers(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> Flats | None:
-        """The flat buffers of `params`' AdamW state, adopted again when something replaced them (the buffers of
-        another set of parameters of this optimizer let go); None where the parameters' step counts differ
-        (then they step tensor by tensor)."""
-        states, key = optimizer.state, tuple(map(id, params))
-        tensors = {name: [states[p].get(name) for p in params] for name in ADAM_STATE}
-        buffers = self._flat_buffers.setdefault(optimizer, {})
-        flats = buffers.get(key)
-        if flats is not None and all(flats[name].holds(ts) for name, ts in tensors.items()):
-            steps = flats["step"].flat.numpy()  # one stepped alone (the others had no gradient): not one count
-            return flats if steps.min() == steps.max() else None
-        if not same_step(states, params):
-            return None
-        for name in ADAM_STATE:  # torch's state, in torch's key order, before the first step
-            for p in params:
-                if states[p].get(name) is None:
-                    states[p][name] = torch.zeros((), dtype=torch.float32) if name == "step" else torch.zeros_like(p)
-            tensors[name] = [states[p][name] for p in params]
-        adopted = {name: FlatTensors.adopt(ts) for name, ts in tensors.items()}
-        kept = {id(t) for ts in tensors.values() for t in ts}
-        for old in buffers.values():
-            for flat in old.values():
-                flat.release(kept)
-        buffers.clear()
-        buffers[key] = adopted
-        return adopted
+        feed = {"grad0": flatten(grads).numpy(), "found_inf": found_inf}
+        write_flat_adamw(entry.run, group, (master, params), feed, flats, [])
 
     def cast_back(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Round fp32 masters into their parameters on the EP; returns the pairs it could not take (host ones)."""
@@ -261,12 +269,6 @@ def _inputs(shapes: Sequence[tuple[int, ...]]) -> str:
     if len(shapes) == 1 and len(shapes[0]) == 1:
         return f"one array of {shapes[0][0]} values"
     return f"{len(shapes)} tensor{'s' if len(shapes) != 1 else ''}"
-
-
-def same_step(states: dict, params: Sequence[torch.Tensor]) -> bool:
-    """Whether every parameter has the same step count (a fresh group: none yet), read from host memory."""
-    steps = {float(states[p]["step"]) if states[p].get("step") is not None else 0.0 for p in params}
-    return len(steps) == 1
 
 
 def _host(tensor: torch.Tensor, dtype: torch.dtype | None) -> bool:

@@ -84,6 +84,19 @@ class EpTrainingProtocol(TrainingBackend):
         return found_inf
 
     @override
+    def fused_unscale_and_step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        grads: Mapping[torch.Tensor, torch.Tensor],
+        found_inf: torch.Tensor,
+        inv_scale: torch.Tensor,
+        saturation_limit: float | None,
+        state_formats: StateFormats | None,
+    ) -> bool:
+        formats = state_formats or FP32_STATE
+        return self.protocol.fused_unscale_and_step(optimizer, grads, found_inf, inv_scale, saturation_limit, formats)
+
+    @override
     def masked_step(
         self,
         optimizer: torch.optim.Optimizer,

@@ -11,6 +11,7 @@ another process holds of them (`share_memory`, numpy, an early `state_dict()`) k
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -59,3 +60,50 @@ class FlatTensors:
             for tensor, (address, _) in zip(self.tensors, self._layout, strict=True):
                 if id(tensor) not in kept and tensor.data_ptr() == address:
                     tensor.data = tensor.data.clone()
+
+
+Flats = dict[str, FlatTensors]  # "step", "exp_avg", "exp_avg_sq" of one parameter group
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")  # torch's keys, in the order torch creates them
+
+
+def same_step(states: dict, params: Sequence[torch.Tensor]) -> bool:
+    """Whether every parameter has the same step count (a fresh group: none yet), read from host memory."""
+    steps = {float(states[p]["step"]) if states[p].get("step") is not None else 0.0 for p in params}
+    return len(steps) == 1
+
+
+class AdamBuffers:
+    """Per optimizer (gone with it), the flat buffers of one set of its parameters' AdamW state."""
+
+    def __init__(self) -> None:
+        self._by_optimizer: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __getitem__(self, optimizer: torch.optim.Optimizer) -> dict[tuple[int, ...], Flats]:
+        return self._by_optimizer[optimizer]
+
+    def get(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> Flats | None:
+        """The flat buffers of `params`' AdamW state, adopted again when something replaced them (the buffers of
+        another set of parameters of this optimizer let go); None where the parameters' step counts differ
+        (then they step tensor by tensor)."""
+        states, key = optimizer.state, tuple(map(id, params))
+        tensors = {name: [states[p].get(name) for p in params] for name in ADAM_STATE}
+        buffers = self._by_optimizer.setdefault(optimizer, {})
+        flats = buffers.get(key)
+        if flats is not None and all(flats[name].holds(ts) for name, ts in tensors.items()):
+            steps = flats["step"].flat.numpy()  # one stepped alone (the others had no gradient): not one count
+            return flats if steps.min() == steps.max() else None
+        if not same_step(states, params):
+            return None
+        for name in ADAM_STATE:  # torch's state, in torch's key order, before the first step
+            for p in params:
+                if states[p].get(name) is None:
+                    states[p][name] = torch.zeros((), dtype=torch.float32) if name == "step" else torch.zeros_like(p)
+            tensors[name] = [states[p][name] for p in params]
+        adopted = {name: FlatTensors.adopt(ts) for name, ts in tensors.items()}
+        kept = {id(t) for ts in tensors.values() for t in ts}
+        for old in buffers.values():
+            for flat in old.values():
+                flat.release(kept)
+        buffers.clear()
+        buffers[key] = adopted
+        return adopted

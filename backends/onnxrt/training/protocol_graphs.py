@@ -18,7 +18,7 @@ from mpx.formats import FP32, Format
 from mpx.formats import format as format_of
 from mpx.ops.registry import get_op
 
-from ..builder import FLOAT, GraphBuilder
+from ..builder import FLOAT, INT64, GraphBuilder
 from ..graph import GRAPHS
 from ..graph.base import ONNX_OF_TORCH, GraphContext, boundary_dtype, f32
 from ..graph.precision import adam_nodes, adam_scalars, sgd_nodes, sgd_scalars
@@ -49,21 +49,17 @@ def _finish(builder: GraphBuilder, outputs: Sequence[tuple[str, int]], decomposi
     return ProtocolGraph(model, tuple(builder.kept_inputs), tuple(dict.fromkeys(decompositions)))
 
 
-def unscale_check_graph(
-    shapes: Shapes, saturation_limit: float | None, decompose: bool = False, unscale: bool = True
-) -> ProtocolGraph:
-    """grad_i * inv_scale for every fp32 grad, and found_inf: the max of the flag fed in and each grad's
-    nonfinite_check (plus |grad| >= saturation_limit where the EP saturates). Outputs: grads, then found_inf.
-    With `unscale` False (a scale of 1: nothing to divide) only the check: found_inf is the one output."""
-    builder = GraphBuilder("mpx_train_unscale_check" if unscale else "mpx_train_check")
-    inv_scale = builder.input("inv_scale", FLOAT, ()) if unscale else ""
+def _unscale_and_check(
+    builder: GraphBuilder, grads: list[str], inv_scale: str, saturation_limit: float | None, decompose: bool
+) -> tuple[list[str], str, list[str]]:
+    """The unscale nodes of each grad (none without `inv_scale`), and found_inf: the max of the flag fed in and
+    each grad's nonfinite_check (plus |grad| >= saturation_limit where the EP saturates)."""
     flags = [builder.input("found_inf", FLOAT, (1,))]
-    outputs, decompositions = [], []
-    for i, shape in enumerate(shapes):
-        grad = builder.input(f"grad{i}", FLOAT, shape)
-        if unscale:
+    unscaled, decompositions = [], []
+    for grad in grads:
+        if inv_scale:
             ctx = _context(builder, "unscale", FP32, {"grad": grad, "inv_scale": inv_scale}, decompose)
-            outputs.append((GRAPHS["unscale"].forward(ctx)[0], FLOAT))
+            unscaled.append(GRAPHS["unscale"].forward(ctx)[0])
         check = _context(builder, "nonfinite_check", FP32, {"x": grad}, decompose)
         flags.append(builder.node("Reshape", [GRAPHS["nonfinite_check"].forward(check)[0], check.ints([1])]))
         decompositions += check.decompositions
@@ -72,7 +68,40 @@ def unscale_check_graph(
             reached = builder.node("GreaterOrEqual", [peak, f32(check, saturation_limit)])
             flags.append(builder.node("Reshape", [builder.cast(reached, FLOAT), check.ints([1])]))
     found = builder.node("Max", flags) if len(flags) > 1 else flags[0]
-    return _finish(builder, [*outputs, (found, FLOAT)], decompositions)
+    return unscaled, found, decompositions
+
+
+def unscale_check_graph(
+    shapes: Shapes, saturation_limit: float | None, decompose: bool = False, unscale: bool = True
+) -> ProtocolGraph:
+    """grad_i * inv_scale for every fp32 grad, and found_inf: the max of the flag fed in and each grad's
+    nonfinite_check (plus |grad| >= saturation_limit where the EP saturates). Outputs: grads, then found_inf.
+    With `unscale` False (a scale of 1: nothing to divide) only the check: found_inf is the one output."""
+    builder = GraphBuilder("mpx_train_unscale_check" if unscale else "mpx_train_check")
+    inv_scale = builder.input("inv_scale", FLOAT, ()) if unscale else ""
+    grads = [builder.input(f"grad{i}", FLOAT, shape) for i, shape in enumerate(shapes)]
+    unscaled, found, decompositions = _unscale_and_check(builder, grads, inv_scale, saturation_limit, decompose)
+    return _finish(builder, [*((u, FLOAT) for u in unscaled), (found, FLOAT)], decompositions)
+
+
+def check_adamw_graph(
+    size: int, saturation_limit: float | None, decompose: bool = False, unscale: bool = True
+) -> ProtocolGraph:
+    """unscale_check_graph and adam_graph of one flat array in one graph, the update masked by the found_inf the
+    check computes: what the two compute, in one session run. Outputs: [grad unscaled,] found_inf, master,
+    exp_avg, exp_avg_sq."""
+    builder = GraphBuilder("mpx_train_unscale_check_adamw" if unscale else "mpx_train_check_adamw")
+    inv_scale = builder.input("inv_scale", FLOAT, ()) if unscale else ""
+    grad = builder.input("grad0", FLOAT, (size,))
+    unscaled, found, decompositions = _unscale_and_check(builder, [grad], inv_scale, saturation_limit, decompose)
+    values = {"found_inf": builder.node("Reshape", [found, builder.const([], INT64)])}  # a scalar, as fed to adam
+    values["grad"] = unscaled[0] if unscaled else grad
+    for arg in ("master", "exp_avg", "exp_avg_sq"):
+        values[arg] = builder.input(f"{arg}0", FLOAT, (size,))
+    feeds = {name: builder.input(f"{name}0", FLOAT, ()) for name in ADAM_SCALARS}
+    ctx = _context(builder, "adam_master_update", FP32, values, decompose=False)
+    updated = [(value, FLOAT) for value in adam_nodes(ctx, feeds.__getitem__)]
+    return _finish(builder, [*((u, FLOAT) for u in unscaled), (found, FLOAT), *updated], decompositions)
 
 
 def _update_graph(
@@ -119,4 +148,4 @@ def cast_back_graph(shapes: Shapes, dtypes: tuple[torch.dtype, ...]) -> Protocol
     return _finish(builder, outputs, [])
 
 
-__all__ = ["ProtocolGraph", "adam_graph", "cast_back_graph", "sgd_graph", "unscale_check_graph"]
+__all__ = ["ProtocolGraph", "adam_graph", "cast_back_graph", "check_adamw_graph", "sgd_graph", "unscale_check_graph"]

@@ -23,7 +23,6 @@ from .protocol_flat import scatter
 Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 _PLAIN = {"maximize": False, "differentiable": False}
 _MOMENTS = {"sgd": ("momentum_buffer",), "adamw": ("exp_avg", "exp_avg_sq")}
-ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")  # torch's keys, in the order torch creates them
 
 
 def _fits(group: dict[str, Any], kind: str, decoupled: bool) -> bool:
@@ -114,21 +113,27 @@ def write_flat_adamw(
     run: Run,
     group: dict[str, Any],
     masters: tuple[torch.Tensor, list[torch.Tensor]],
-    grad: torch.Tensor,
-    moments: tuple[torch.Tensor, torch.Tensor],
-    steps: torch.Tensor,
-    found_inf: np.ndarray,
-) -> None:
-    """One masked AdamW step of a group laid end to end through the EP graph `run`: `masters` is the 1-d master
-    array and the tensors it was laid out from (the results go back into those), `grad` 1-d, `moments` the 1-d
-    exp_avg and exp_avg_sq buffers and `steps` the tensors' equal step counts (both updated in place)."""
-    skipped = float(found_inf)  # host values: memory reads, not device syncs
+    feed: dict[str, np.ndarray],
+    flats: Mapping[str, Any],
+    unscaled: list[torch.Tensor],
+) -> float:
+    """One masked AdamW step of a group laid end to end through the EP graph `run` (adam_graph, or
+    check_adamw_graph: then the grads it unscales first, into `unscaled`, and the found_inf it computes).
+    `masters`: the 1-d master array and the tensors it was laid out from (the results go back into those);
+    `feed` holds grad0 and found_inf; `flats` the exp_avg, exp_avg_sq and step buffers (updated in place).
+    Returns the step's found_inf."""
+    steps, moments = flats["step"].flat, (flats["exp_avg"].flat, flats["exp_avg_sq"].flat)
     master, targets = masters
-    feed = {f"{name}0": value for name, value in _scalars("adamw", group, float(steps[0]) + 1).items()}
-    feed.update(found_inf=found_inf, master0=master.numpy(), grad0=grad.numpy())
-    feed.update(exp_avg0=moments[0].numpy(), exp_avg_sq0=moments[1].numpy())
-    new_master, *new_moments = run(feed)
+    feed.update({f"{name}0": value for name, value in _scalars("adamw", group, float(steps[0]) + 1).items()})
+    feed.update(master0=master.numpy(), exp_avg0=moments[0].numpy(), exp_avg_sq0=moments[1].numpy())
+    results = run(feed)
+    if unscaled:
+        scatter(torch.from_numpy(results.pop(0)), unscaled)
+    checked = len(results) == 4  # check_adamw_graph: the found_inf it computed comes first
+    found = float(results.pop(0).reshape(-1)[0]) if checked else float(feed["found_inf"])
+    new_master, *new_moments = results
     scatter(torch.from_numpy(new_master), targets)
     for moment, value in zip(moments, new_moments, strict=True):
         moment.copy_(torch.from_numpy(value))
-    steps.add_(1.0 - skipped)  # torch counts a step only when it updates
+    steps.add_(1.0 - found)  # torch counts a step only when it updates (found_inf: host values, no sync)
+    return found
