@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -44,17 +43,18 @@ class Buffers:
         # host memory: one compiled pass per batch (host_kernel.py) instead of the torch ops below
         self.host = device.type == "cpu" and host_kernel.available()
         self._host_tables = host_kernel.ExponentTables(buckets.table, Buckets.SHIFT) if self.host else None
-        self._joint_host: Any = None
+        self._joint_host = self.joint.numpy().reshape(segments, -1) if self.host else None  # a view, not a copy
 
     def _fresh_extremes(self, rows: int) -> torch.Tensor:
         return torch.full((rows, 2, self.segments), -1, dtype=torch.int32, device=self.device)  # -1: not measured
 
     def add(self, entries: Sequence[tuple[int, torch.Tensor]], row: int) -> None:
         """Measure (segment, tensor) entries into the counts and recorded-step row `row`; a tensor that several
-        segments share (one module's output, the next one's input) is measured once."""
+        segments share (one module's output, the next one's input) is measured once (in host memory: where its
+        entries follow each other, as those two do)."""
         if row >= self.extremes.shape[0]:
             self.extremes = torch.cat([self.extremes, self._fresh_extremes(self.extremes.shape[0])])
-        if self.host:  # every entry read where it lies: a tensor in two segments is read twice
+        if self.host:
             self._add_on_host(entries, row)
             return
         unique = {id(tensor): tensor for _, tensor in entries}
@@ -74,8 +74,6 @@ class Buffers:
         self.extremes[row].scatter_reduce_(1, target.expand(2, -1), peaks.view(2, -1).index_select(1, source), "amax")
 
     def _add_on_host(self, entries: Sequence[tuple[int, torch.Tensor]], row: int) -> None:
-        if self._joint_host is None:  # joint is never reallocated: one numpy view of it
-            self._joint_host = self.joint.numpy().reshape(self.segments, -1)
         host_kernel.measure(entries, self._host_tables, self._joint_host, self.extremes[row].numpy())
 
     def end_step(self, scale: torch.Tensor, skipped: torch.Tensor | None) -> None:

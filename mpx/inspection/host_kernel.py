@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,19 +23,6 @@ _WIDEN = {torch.float32: 0, torch.bfloat16: 16}  # read as they are; any other d
 def available() -> bool:
     """Whether the compiled host pass can run here (numba installed; imported on first use, not here)."""
     return importlib.util.find_spec("numba") is not None
-
-
-_compiled: Any = None
-
-
-def _kernel() -> Any:
-    """The compiled pass (host_pass.py, imported on first use: numba compiles it once and caches it on disk)."""
-    global _compiled
-    if _compiled is None:
-        from mpx.inspection.host_pass import measure
-
-        _compiled = measure
-    return _compiled
 
 
 class ExponentTables:
@@ -82,5 +68,7 @@ def measure(
             shift = _WIDEN[tensor.dtype]
             kept.append(tensor)
         addresses[e], sizes[e], widen[e], segments[e] = tensor.data_ptr(), tensor.numel(), shift, segment
+    from mpx.inspection import host_pass  # here: numba is imported on the first recorded step, not with mpx
+
     lookup = (tables.base, tables.first_edge, tables.edges)
-    _kernel()(addresses, sizes, widen, segments, lookup, joint, extremes, _LIKE32, _LIKE16)
+    host_pass.measure(addresses, sizes, widen, segments, lookup, joint, extremes, _LIKE32, _LIKE16)

@@ -195,7 +195,7 @@ class Recorder:
         also measure them. Where the step's overflow flag `found_inf` is in host memory (a CPU device) reading
         it is a memory read, not a sync, and a step it clears keeps no norms.
         """
-        recording = self.step % self.every == 0
+        recording = self.recording
         on_host = found_inf is not None and found_inf.device.type in optimizer_step.HOST_DEVICES
         clean = on_host and not float(found_inf)  # nothing for a culprit search to find in this step
         if clean and not recording:
@@ -203,16 +203,14 @@ class Recorder:
         if self._plan_pairs is not pairs:  # a trainer passes the same pairs every step: resolved once
             self._plan_pairs = pairs
             self._plan = [(self._grad_ids[id(p)][0], t) for p, t in pairs if id(p) in self._grad_ids]
-            self._layout = ()
+            self._layout = tuple(seg for seg, _ in self._plan)  # one tuple for every step that has all of them
         chosen = [(seg, grads[t]) for seg, t in self._plan if t in grads]
         if not chosen:
             return
-        if len(chosen) != len(self._layout) or len(chosen) != len(self._plan):  # all of the plan: its layout
-            layout = tuple(seg for seg, _ in chosen)
-            self._layout = layout if layout != self._layout else self._layout  # one tuple kept while it stays
         if not clean:
-            self.buffers.record_norms(self.step, [g for _, g in chosen], self._layout)
-        if self.recording:
+            layout = self._layout if len(chosen) == len(self._plan) else tuple(seg for seg, _ in chosen)
+            self.buffers.record_norms(self.step, [g for _, g in chosen], layout)
+        if recording:
             for seg, grad in chosen:
                 self._pending[seg] = [grad]
             self._add_weights()

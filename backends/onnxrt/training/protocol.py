@@ -155,11 +155,9 @@ class EpProtocol:
         if not grads:  # nothing to unscale or check: found_inf stays as it is
             return True
         flat = flatten(grads) if len(grads) > 1 else grads[0].reshape(-1)
-        inverse = _host_scalar(inv_scale, ())
-        unscale = float(inverse) != 1.0  # a host value; at a scale of 1 (fp32, bf16) there is nothing to divide
+        feed, unscale = _check_feed(flat, found_inf, inv_scale)
         key = ("unscale_check" if unscale else "check", ((flat.numel(),),), saturation_limit)  # ~10 EP nodes
         entry = self.session(key, lambda decompose: unscale_check_graph(key[1], saturation_limit, decompose, unscale))
-        feed = {"grad0": _array(flat), "inv_scale": inverse, "found_inf": _host_scalar(found_inf, (1,))}
         *unscaled, found = entry.run(feed)
         with torch.no_grad():
             if unscaled:
@@ -213,17 +211,14 @@ class EpProtocol:
         if flats is None:
             return False
         gradients = [grads[p] for p in params]
-        flat, inverse = flatten(gradients), _host_scalar(inv_scale, ())
-        unscale = float(inverse) != 1.0  # a host value; at a scale of 1 there is nothing to divide
-        key = ("unscale_check_adamw" if unscale else "check_adamw", ((flat.numel(),),), saturation_limit)
+        flat = flatten(gradients)
+        feed, unscale = _check_feed(flat, found_inf, inv_scale)
         size = flat.numel()
+        key = ("unscale_check_adamw" if unscale else "check_adamw", ((size,),), saturation_limit)
         entry = self.session(key, lambda decompose: check_adamw_graph(size, saturation_limit, decompose, unscale))
-        feed = {"grad0": flat.numpy(), "inv_scale": inverse, "found_inf": _host_scalar(found_inf, (1,))}
         with torch.no_grad():
-            masters = (flatten(params), params)
-            masters, unscaled = (flatten(params), params), (gradients if unscale else [])
-            found = write_flat_adamw(entry.run, optimizer.param_groups[0], masters, feed, flats, unscaled)
-            found_inf.fill_(found)
+            unscaled = gradients if unscale else []
+            found_inf.fill_(write_flat_adamw(entry.run, optimizer.param_groups[0], params, feed, flats, unscaled))
         return True
 
     @torch.no_grad()
@@ -238,11 +233,10 @@ class EpProtocol:
         """One AdamW graph over the group's tensors laid end to end (they share one step count): the same
         element-wise update, ~15 EP nodes instead of ~15 per tensor. Masters and gradients are laid end to end
         for the call; moments and step counts stay pieces of flat buffers (protocol_flat.py)."""
-        master = flatten(params)
-        shapes = ((master.numel(),),)
+        flat = flatten(grads)
+        shapes = ((flat.numel(),),)
         entry = self.session(("adamw", shapes), lambda _decompose: adam_graph(shapes))
-        feed = {"grad0": flatten(grads).numpy(), "found_inf": found_inf}
-        write_flat_adamw(entry.run, group, (master, params), feed, flats, [])
+        write_flat_adamw(entry.run, group, params, {"grad0": flat.numpy(), "found_inf": found_inf}, flats, [])
 
     def cast_back(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Round fp32 masters into their parameters on the EP; returns the pairs it could not take (host ones)."""
@@ -278,6 +272,16 @@ def _host(tensor: torch.Tensor, dtype: torch.dtype | None) -> bool:
 
 def _array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().contiguous().numpy()
+
+
+def _check_feed(
+    flat: torch.Tensor, found_inf: torch.Tensor, inv_scale: torch.Tensor
+) -> tuple[dict[str, np.ndarray], bool]:
+    """The check graphs' feed, and whether they unscale: at a scale of 1 (fp32, bf16) there is nothing to
+    divide (inv_scale is a host value: reading it is no sync)."""
+    inverse = _host_scalar(inv_scale, ())
+    feed = {"grad0": _array(flat), "inv_scale": inverse, "found_inf": _host_scalar(found_inf, (1,))}
+    return feed, float(inverse) != 1.0
 
 
 def _host_scalar(tensor: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:

@@ -33,8 +33,7 @@ class FlatTensors:
 
     def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
         self.tensors = list(tensors)
-        with torch.no_grad():
-            self.flat = flatten(tensors)
+        self.flat = flatten(tensors)  # of detached tensors: no autograd graph
         self._layout = [(piece.data_ptr(), piece.shape) for piece in _unflatten_dense_tensors(self.flat, tensors)]
 
     @classmethod

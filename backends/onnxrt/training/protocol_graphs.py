@@ -96,11 +96,8 @@ def check_adamw_graph(
     unscaled, found, decompositions = _unscale_and_check(builder, [grad], inv_scale, saturation_limit, decompose)
     values = {"found_inf": builder.node("Reshape", [found, builder.const([], INT64)])}  # a scalar, as fed to adam
     values["grad"] = unscaled[0] if unscaled else grad
-    for arg in ("master", "exp_avg", "exp_avg_sq"):
-        values[arg] = builder.input(f"{arg}0", FLOAT, (size,))
-    feeds = {name: builder.input(f"{name}0", FLOAT, ()) for name in ADAM_SCALARS}
-    ctx = _context(builder, "adam_master_update", FP32, values, decompose=False)
-    updated = [(value, FLOAT) for value in adam_nodes(ctx, feeds.__getitem__)]
+    moments = ("exp_avg", "exp_avg_sq")
+    updated = _update(builder, "adam_master_update", adam_nodes, 0, (size,), values, ("master", *moments), ADAM_SCALARS)
     return _finish(builder, [*((u, FLOAT) for u in unscaled), (found, FLOAT), *updated], decompositions)
 
 
@@ -109,16 +106,28 @@ def _update_graph(
 ) -> ProtocolGraph:
     """Per tensor i: master_i, grad_i, its moments and its fp32 scalars in; the new master and moments out."""
     builder = GraphBuilder(name)
-    found_inf = builder.input("found_inf", FLOAT, ())
+    values = {"found_inf": builder.input("found_inf", FLOAT, ())}
     outputs = []
     for i, shape in enumerate(shapes):
-        values = {"found_inf": found_inf}
-        for arg in ("master", "grad", *moments):
-            values[arg] = builder.input(f"{arg}{i}", FLOAT, shape)
-        feeds = {s: builder.input(f"{s}{i}", FLOAT, ()) for s in scalars}
-        ctx = _context(builder, op_name, FP32, values, decompose=False)
-        outputs += [(value, FLOAT) for value in nodes(ctx, feeds.__getitem__)]
+        outputs += _update(builder, op_name, nodes, i, shape, values, ("master", "grad", *moments), scalars)
     return _finish(builder, outputs, [])
+
+
+def _update(
+    builder: GraphBuilder,
+    op_name: str,
+    nodes: Callable,
+    i: int,
+    shape: tuple[int, ...],
+    values: dict[str, str],
+    inputs: tuple[str, ...],
+    scalars: tuple[str, ...],
+) -> list[tuple[str, int]]:
+    """The update nodes of tensor i: `values` plus `inputs` (fed as <name>i) and its fp32 scalars fed in."""
+    values = {**values, **{arg: builder.input(f"{arg}{i}", FLOAT, shape) for arg in inputs}}
+    feeds = {s: builder.input(f"{s}{i}", FLOAT, ()) for s in scalars}
+    ctx = _context(builder, op_name, FP32, values, decompose=False)
+    return [(value, FLOAT) for value in nodes(ctx, feeds.__getitem__)]
 
 
 def sgd_graph(shapes: Shapes) -> ProtocolGraph:

@@ -18,7 +18,7 @@ from mpx.formats import FP32
 from mpx.training.state_formats import StateFormats
 
 from ..graph.precision import adam_scalars, sgd_scalars
-from .protocol_flat import scatter
+from .protocol_flat import Flats, flatten, scatter
 
 Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 _PLAIN = {"maximize": False, "differentiable": False}
@@ -112,27 +112,26 @@ def write_updates(
 def write_flat_adamw(
     run: Run,
     group: dict[str, Any],
-    masters: tuple[torch.Tensor, list[torch.Tensor]],
+    params: list[torch.Tensor],
     feed: dict[str, np.ndarray],
-    flats: Mapping[str, Any],
+    flats: Flats,
     unscaled: list[torch.Tensor],
 ) -> float:
     """One masked AdamW step of a group laid end to end through the EP graph `run` (adam_graph, or
     check_adamw_graph: then the grads it unscales first, into `unscaled`, and the found_inf it computes).
-    `masters`: the 1-d master array and the tensors it was laid out from (the results go back into those);
-    `feed` holds grad0 and found_inf; `flats` the exp_avg, exp_avg_sq and step buffers (updated in place).
+    `params`: the masters, laid end to end for the graph and updated in place; `feed` holds grad0 and
+    found_inf; `flats` the exp_avg, exp_avg_sq and step buffers (updated in place).
     Returns the step's found_inf."""
     steps, moments = flats["step"].flat, (flats["exp_avg"].flat, flats["exp_avg_sq"].flat)
-    master, targets = masters
     feed.update({f"{name}0": value for name, value in _scalars("adamw", group, float(steps[0]) + 1).items()})
-    feed.update(master0=master.numpy(), exp_avg0=moments[0].numpy(), exp_avg_sq0=moments[1].numpy())
+    feed.update(master0=flatten(params).numpy(), exp_avg0=moments[0].numpy(), exp_avg_sq0=moments[1].numpy())
     results = run(feed)
     if unscaled:
         scatter(torch.from_numpy(results.pop(0)), unscaled)
     checked = len(results) == 4  # check_adamw_graph: the found_inf it computed comes first
     found = float(results.pop(0).reshape(-1)[0]) if checked else float(feed["found_inf"])
     new_master, *new_moments = results
-    scatter(torch.from_numpy(new_master), targets)
+    scatter(torch.from_numpy(new_master), params)
     for moment, value in zip(moments, new_moments, strict=True):
         moment.copy_(torch.from_numpy(value))
     steps.add_(1.0 - found)  # torch counts a step only when it updates (found_inf: host values, no sync)
