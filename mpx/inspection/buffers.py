@@ -13,6 +13,7 @@ import torch
 from mpx.inspection import host_kernel
 from mpx.inspection.stats import SIGN_MASK, Buckets, Layouts, bit_magnitudes
 
+LARGE = 1 << 22  # elements: on an accelerator a tensor this big is measured on its own, not copied into a batch
 HISTORY = 1024  # steps of per-parameter gradient norms kept to find a skipped step's first non-finite gradient
 COMPACT = 1024  # steps whose loss scale and skip flag wait as references before one stack
 
@@ -44,6 +45,7 @@ class Buffers:
         self.host = device.type == "cpu" and host_kernel.available()
         self._host_tables = host_kernel.ExponentTables(buckets.table, Buckets.SHIFT) if self.host else None
         self._joint_host = self.joint.numpy().reshape(segments, -1) if self.host else None  # a view, not a copy
+        self._extremes_host = self.extremes.numpy() if self.host else None
 
     def _fresh_extremes(self, rows: int) -> torch.Tensor:
         return torch.full((rows, 2, self.segments), -1, dtype=torch.int32, device=self.device)  # -1: not measured
@@ -54,9 +56,18 @@ class Buffers:
         entries follow each other, as those two do)."""
         if row >= self.extremes.shape[0]:
             self.extremes = torch.cat([self.extremes, self._fresh_extremes(self.extremes.shape[0])])
-        if self.host:
-            self._add_on_host(entries, row)
+            self._extremes_host = self.extremes.numpy() if self.host else None
+        if self.host:  # read where they lie: one pass, whatever their sizes
+            host_kernel.measure(entries, self._host_tables, self._joint_host, self._extremes_host[row])
             return
+        large = [entry for entry in entries if entry[1].numel() >= LARGE]
+        for entry in large:
+            self._add_batch([entry], row)
+        if len(large) < len(entries):
+            self._add_batch([entry for entry in entries if entry[1].numel() < LARGE] if large else entries, row)
+
+    def _add_batch(self, entries: Sequence[tuple[int, torch.Tensor]], row: int) -> None:
+        """The torch formulation: the batch's tensors flattened into one, counted and reduced with a few ops."""
         unique = {id(tensor): tensor for _, tensor in entries}
         tensors = sorted(unique.values(), key=lambda t: t.dtype != torch.float32)  # one flatten per dtype
         distinct = {id(tensor): index for index, tensor in enumerate(tensors)}
@@ -73,9 +84,6 @@ class Buffers:
         )  # largest, inverted smallest
         self.extremes[row].scatter_reduce_(1, target.expand(2, -1), peaks.view(2, -1).index_select(1, source), "amax")
 
-    def _add_on_host(self, entries: Sequence[tuple[int, torch.Tensor]], row: int) -> None:
-        host_kernel.measure(entries, self._host_tables, self._joint_host, self.extremes[row].numpy())
-
     def end_step(self, scale: torch.Tensor, skipped: torch.Tensor | None) -> None:
         """Note a step's loss scale and skip flag: references now, stacked into the histories every COMPACT steps
         (a device op per step would cost more than the rest of a step in between recorded ones)."""
@@ -86,9 +94,15 @@ class Buffers:
     def compact(self) -> None:
         """Stack the noted steps into the scale and skip histories."""
         if self._steps:
-            scales = torch.stack([s.detach().reshape(()).float() for s, _ in self._steps])
-            skipped = torch.stack([k.detach().reshape(()) for _, k in self._steps])
-            self.scale, self.skipped = torch.cat([self.scale, scales]), torch.cat([self.skipped, skipped.bool()])
+            count = len(self._steps)
+            scales, skipped = zip(*self._steps, strict=True)
+            try:  # one op per history: the usual case, every step's tensors of one shape (a 1-element one)
+                scales = torch.stack(scales).detach().reshape(count).float()
+                skipped = torch.stack(skipped).detach().reshape(count).bool()
+            except RuntimeError:  # shapes that differ between steps: one at a time
+                scales = torch.stack([s.detach().reshape(()).float() for s in scales])
+                skipped = torch.stack([k.detach().reshape(()).bool() for k in skipped])
+            self.scale, self.skipped = torch.cat([self.scale, scales]), torch.cat([self.skipped, skipped])
             self._steps = []
 
     def record_norms(self, step: int, grads: list[torch.Tensor], layout: tuple[int, ...]) -> None:

@@ -28,11 +28,10 @@ def as_pointer(typingctx, address, kind):
 
 
 @numba.njit(cache=True, nogil=True)
-def count(values, shift, local, base, first_edge, edges):
-    """One tensor's patterns (`values` widened by `shift`) counted into `local`; returns its largest |x|
-    pattern and 2^31 minus its smallest non-zero one. A pattern's bucket: its power of two's first bucket,
-    plus the edges inside that power it reaches."""
-    local[:] = 0
+def count(values, shift, counts, base, first_edge, edges):
+    """One tensor's patterns (`values` widened by `shift`) added into `counts`; returns its largest |x| pattern
+    and 2^31 minus its smallest non-zero one. A pattern's bucket: its power of two's first bucket, plus the
+    edges inside that power it reaches."""
     largest, inverted = -1, -1
     for i in range(values.shape[0]):
         b = (np.int64(values[i]) << shift) & SIGN_MASK
@@ -41,7 +40,7 @@ def count(values, shift, local, base, first_edge, edges):
         while b >= edges[k]:  # the bucket edges inside this power of two (usually none)
             bucket += 1
             k += 1
-        local[bucket] += 1
+        counts[bucket] += 1
         if b > largest:
             largest = b
         inverse = (-b) & SIGN_MASK  # zeros stay 0: never the smallest non-zero
@@ -51,21 +50,31 @@ def count(values, shift, local, base, first_edge, edges):
 
 
 @numba.njit(cache=True, nogil=True)
-def measure(addresses, sizes, widen, segments, tables, joint, extremes, like32, like16):
-    """Per entry e: the tensor at addresses[e], sizes[e] fp32 patterns (bf16 ones where widen[e] is 16), or
-    where widen[e] is -1 the previous entry's tensor again (a module's output, the next one's input)."""
-    base, first_edge, edges = tables
-    local = np.zeros(joint.shape[1], dtype=np.int64)
+def measure(plan, base, first_edge, edges, joint, extremes, like32, like16):
+    """Per row e of `plan` (address, elements, widening shift, segment): the tensor at that address, fp32
+    patterns (bf16 ones where the shift is 16), or where the shift is -1 the previous row's tensor again (a
+    module's output, the next one's input). A tensor is counted straight into its segment's row of `joint`,
+    or, when the next row repeats it, into a scratch row added to each of their segments."""
+    rows, buckets = plan.shape[0], joint.shape[1]
+    scratch = np.zeros(buckets, dtype=np.int64)
     largest, inverted = -1, -1
-    for e in range(addresses.shape[0]):
-        if widen[e] == 0:
-            values32 = numba.carray(as_pointer(addresses[e], like32), sizes[e])
-            largest, inverted = count(values32, 0, local, base, first_edge, edges)
-        elif widen[e] == 16:
-            values16 = numba.carray(as_pointer(addresses[e], like16), sizes[e])
-            largest, inverted = count(values16, 16, local, base, first_edge, edges)
-        segment = segments[e]
-        joint[segment, :] += local
+    for e in range(rows):
+        address, size, widen, segment = plan[e, 0], plan[e, 1], plan[e, 2], plan[e, 3]
+        repeated = e + 1 < rows and plan[e + 1, 2] == -1
+        if widen >= 0:
+            if repeated:
+                for j in range(buckets):
+                    scratch[j] = 0
+            counts = scratch if repeated else joint[segment]
+            if widen == 0:
+                values32 = numba.carray(as_pointer(address, like32), size)
+                largest, inverted = count(values32, 0, counts, base, first_edge, edges)
+            else:
+                values16 = numba.carray(as_pointer(address, like16), size)
+                largest, inverted = count(values16, 16, counts, base, first_edge, edges)
+        if widen < 0 or repeated:
+            for j in range(buckets):
+                joint[segment, j] += scratch[j]
         if largest > extremes[0, segment]:
             extremes[0, segment] = largest
         if inverted > extremes[1, segment]:

@@ -9,8 +9,8 @@ device value: the statistics stay in `Buffers` until a report asks for them.
 from __future__ import annotations
 
 import math
-import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +19,9 @@ from torch.utils._pytree import tree_leaves
 
 from mpx.formats import Format
 from mpx.inspection.buffers import Buffers
+from mpx.inspection.capture import capturing
 from mpx.inspection.stats import Buckets, overflow_threshold
 from mpx.training import optimizer_step
-
-LARGE = 1 << 22  # elements: a tensor this big is measured on its own, not copied into a batch
 
 KINDS = ("input", "output", "weight", "grad")
 
@@ -69,13 +68,15 @@ class Recorder:
         self.segments: list[Segment] = []
         self.module_types: dict[str, str] = {}
         self._module_ids: dict[int, tuple[int, int]] = {}
-        self._weights: list[tuple[int, torch.nn.Parameter]] = []
+        self._weights: list[tuple[int, torch.Tensor]] = []
         self._grad_ids: dict[int, tuple[int, torch.nn.Parameter]] = {}  # id(parameter) -> its grad segment
-        self._watched = watched_modules(model)  # armed and disarmed around recorded steps: walked once
+        self._watched = watched_modules(model)
         self._inplace = [module for _, module in self._watched if getattr(module, "inplace", False)]
         for name, module in self._watched:
             self.module_types[name] = type(module).__name__
             self._module_ids[id(module)] = (self._segment(name, "input"), self._segment(name, "output"))
+        self._capture_plan = [(m, self._module_ids[id(m)], m in self._inplace) for _, m in self._watched]
+        for name, module in self._watched:
             for pname, param in module.named_parameters(recurse=False):
                 if id(param) not in self._grad_ids:  # tied weights: the first owner keeps them
                     self._weights.append((self._segment(name, "weight", pname), param))
@@ -84,16 +85,20 @@ class Recorder:
         self.buffers = Buffers(len(self.segments), self.buckets, self.device)
         self.step, self.recorded_steps = 0, []
         self.backward_order: list[int] = []  # grad segments in the order the last backward produced them
-        self._pending: dict[int, list[torch.Tensor]] = {}
+        # waiting to be measured: forward calls ((input segment, output segment), args, output) as the hooks saw
+        # them (their tensors picked out when measured), and (segment, tensor) entries of weights and gradients
+        self._calls: list[tuple[tuple[int, int], Any, Any]] = []
+        self._entries: list[tuple[int, torch.Tensor]] = []
         self._grads: dict[int, torch.Tensor] = {}  # standalone: id(parameter) -> its .grad, this backward
         self._order: list[int] = []
-        self._layout: tuple[int, ...] = ()
+        self._layout: tuple[int, ...] = ()  # the last gradient layout: steps with the same one share the tuple
         self._plan_pairs: Any = None  # the (parameter, target) pairs _plan was made from
-        self._plan: list[tuple[int, torch.Tensor]] = []
+        self._plan: dict[int, int] = {}  # id(target) -> its grad segment
         self._unit = torch.ones((), device=self.device)  # the loss scale of a plain loop
         self._in_backward = False
+        self._flag_on_host: bool | None = None  # whether a step's overflow flag is in host memory
+        self._capturing = False
         self._handles: list[Any] = []
-        self._armed: list[Any] = []
         self._order_hooks: list[Any] = []
         self._install(model)
 
@@ -102,55 +107,63 @@ class Recorder:
         return len(self.segments) - 1
 
     def _install(self, model: torch.nn.Module) -> None:
-        """Standalone: every hook stays on. Under MixedPrecision the hooks are on only for recorded steps (the
-        trainer hands over gradients and ends steps itself), so a step in between costs next to nothing."""
+        """Standalone: every hook stays on. Under MixedPrecision nothing is on the model between recorded steps:
+        the trainer hands over gradients and ends steps, and its autocast() captures a recorded forward."""
         if not self.trainer:
             self._handles.append(model.register_forward_hook(self._on_model_forward))
-        self._arm()
+            self._handles += [module.register_forward_hook(self._on_forward) for _, module in self._watched]
+            self._handles += [module.register_forward_pre_hook(self._before_inplace) for module in self._inplace]
+        self._arm_order()
 
-    def _arm(self) -> None:
-        if not self._armed:
-            if self.trainer:  # one process-wide hook for a recorded step: one registration, not one per module
-                self._armed.append(_process_wide_hook(self))
-            else:
-                self._armed += [module.register_forward_hook(self._on_forward) for _, module in self._watched]
-            self._armed += [module.register_forward_pre_hook(self._before_inplace) for module in self._inplace]
-        # the backward order (for a skipped step's culprit) is noted on every 16th recorded step under a trainer
-        if not self._order_hooks and (not self.trainer or len(self.recorded_steps) % 16 == 0):
+    def _arm_order(self) -> None:
+        """Note the backward order (for a skipped step's culprit): always standalone, every 16th recorded step
+        under a trainer (taken off again when its backward ends)."""
+        if not self._order_hooks:
             for _, param in self._grad_ids.values():
                 if param.requires_grad:
                     self._order_hooks.append(param.register_post_accumulate_grad_hook(self._on_grad))
 
-    def _disarm(self, order_hooks: bool = True) -> None:
-        for handle in self._armed + (self._order_hooks if order_hooks else []):
+    def _disarm_order(self) -> None:
+        for handle in self._order_hooks:
             handle.remove()
-        self._armed = []
-        if order_hooks:
-            self._order_hooks = []
+        self._order_hooks = []
 
     def remove(self) -> None:
         """Take every hook off the model (the statistics stay)."""
-        self._disarm()
+        self._disarm_order()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+    def capture(self, context: AbstractContextManager[Any]) -> AbstractContextManager[Any]:
+        """`context` (the trainer's autocast()), noting the watched modules' forward calls if this step is
+        recorded (capture.py)."""
+        if self.step % self.every or self._capturing:  # not recorded, or captured by an enclosing one already
+            return context
+        return self._captured(context)
+
+    @contextmanager
+    def _captured(self, context: AbstractContextManager[Any]) -> Iterator[Any]:
+        self._capturing = True
+        try:
+            with context as value, capturing(self._capture_plan, self._calls, self._flush_before_overwrite):
+                yield value
+        finally:
+            self._capturing = False
 
     @property
     def recording(self) -> bool:
         return self.step % self.every == 0
 
     def _on_forward(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        if self.step % self.every == 0:
-            seg_in, seg_out = self._module_ids[id(module)]
-            self._pending.setdefault(seg_in, []).extend(_floats(args))
-            self._pending.setdefault(seg_out, []).extend(_floats(output))
-
-    def _on_any_forward(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
-        if id(module) in self._module_ids:  # any module of the process calls it while a recorded step runs
-            self._on_forward(module, args, output)
+        if self.step % self.every == 0:  # the tensors are picked out when measured: one append per call here
+            self._calls.append((self._module_ids[id(module)], args, output))
 
     def _before_inplace(self, module: torch.nn.Module, args: tuple) -> None:
-        if self._pending:  # the module is about to overwrite a tensor waiting to be measured
+        self._flush_before_overwrite()
+
+    def _flush_before_overwrite(self) -> None:
+        if self._calls or self._entries:  # an in-place module is about to overwrite a tensor waiting to be measured
             self.flush()
 
     def _on_model_forward(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
@@ -160,8 +173,7 @@ class Recorder:
 
     def _add_weights(self) -> None:
         if self.recording:
-            for seg, param in self._weights:
-                self._pending[seg] = [param]
+            self._entries += self._weights
 
     def _on_grad(self, param: torch.Tensor) -> None:
         if not self._in_backward:
@@ -174,9 +186,7 @@ class Recorder:
     def _on_backward_end(self) -> None:
         self._in_backward, self.backward_order = False, self._order
         if self.trainer:
-            for handle in self._order_hooks:
-                handle.remove()
-            self._order_hooks = []
+            self._disarm_order()
         else:
             grads, self._grads = self._grads, {}
             params = [self._grad_ids[i][1] for i in grads]
@@ -195,71 +205,54 @@ class Recorder:
         also measure them. Where the step's overflow flag `found_inf` is in host memory (a CPU device) reading
         it is a memory read, not a sync, and a step it clears keeps no norms.
         """
-        recording = self.recording
-        on_host = found_inf is not None and found_inf.device.type in optimizer_step.HOST_DEVICES
-        clean = on_host and not float(found_inf)  # nothing for a culprit search to find in this step
+        recording = self.step % self.every == 0
+        if self._flag_on_host is None and found_inf is not None:  # the trainer's scaler: one device for life
+            self._flag_on_host = found_inf.device.type in optimizer_step.HOST_DEVICES
+        clean = found_inf is not None and self._flag_on_host and not found_inf.item()  # no culprit to find
         if clean and not recording:
             return
         if self._plan_pairs is not pairs:  # a trainer passes the same pairs every step: resolved once
             self._plan_pairs = pairs
-            self._plan = [(self._grad_ids[id(p)][0], t) for p, t in pairs if id(p) in self._grad_ids]
-            self._layout = tuple(seg for seg, _ in self._plan)  # one tuple for every step that has all of them
-        chosen = [(seg, grads[t]) for seg, t in self._plan if t in grads]
+            self._plan = {id(t): self._grad_ids[id(p)][0] for p, t in pairs if id(p) in self._grad_ids}
+        plan = self._plan  # keyed by id(): a tensor's own hash is a Python call
+        chosen = [(plan[id(t)], g) for t, g in grads.items() if id(t) in plan]
         if not chosen:
             return
         if not clean:
-            layout = self._layout if len(chosen) == len(self._plan) else tuple(seg for seg, _ in chosen)
-            self.buffers.record_norms(self.step, [g for _, g in chosen], layout)
+            layout = tuple(seg for seg, _ in chosen)
+            if layout != self._layout:
+                self._layout = layout
+            self.buffers.record_norms(self.step, [g for _, g in chosen], self._layout)
         if recording:
-            for seg, grad in chosen:
-                self._pending[seg] = [grad]
+            self._entries += chosen
             self._add_weights()
             self.flush()  # before the optimizer changes the weights
 
     def end_step(self, scale: torch.Tensor, skipped: torch.Tensor | None) -> None:
         """Close the step: measure what waits, record the scale and skip flag, count the step."""
-        if self._pending:
+        if self._calls or self._entries:
             self.flush()
         self.buffers.end_step(scale, skipped)
         self.step += 1
-        if self.trainer and self.recording:
-            self._arm()
-        elif self.trainer and (self._armed or self._order_hooks):
-            self._disarm()
+        if self.trainer and self.step % self.every == 0 and len(self.recorded_steps) % 16 == 0:
+            self._arm_order()
+        elif self.trainer and self._order_hooks:
+            self._disarm_order()
 
     def flush(self) -> None:
-        """Measure every tensor waiting, in one batch (very large tensors on their own)."""
-        if not self._pending:
+        """Measure every tensor waiting, in one batch."""
+        if not (self._calls or self._entries):
             return
-        pending, self._pending = self._pending, {}
+        calls, entries = self._calls[:], self._entries
+        self._calls.clear()  # emptied in place: a capture appends to this very list
+        self._entries = []
         if not self.recorded_steps or self.recorded_steps[-1] != self.step:
             self.recorded_steps.append(self.step)
-        row = len(self.recorded_steps) - 1
         batch: list[tuple[int, torch.Tensor]] = []
-        for seg, tensors in pending.items():
-            for tensor in tensors:
-                if tensor.numel() >= LARGE:  # measured on its own: no copy of it into the batch
-                    self.buffers.add([(seg, tensor)], row)
-                else:
-                    batch.append((seg, tensor))
-        if batch:
-            self.buffers.add(batch, row)
-
-
-def _process_wide_hook(recorder: Recorder) -> Any:
-    """A forward hook on every module of the process that hands the recorder's modules to it. It holds the
-    recorder weakly and goes with it: a trainer dropped between the arming and its recorded step leaks
-    neither the hook nor the model."""
-    reference = weakref.ref(recorder)
-
-    def hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
-        alive = reference()
-        if alive is not None:
-            alive._on_any_forward(module, args, output)
-
-    handle = torch.nn.modules.module.register_module_forward_hook(hook)
-    weakref.finalize(recorder, handle.remove)
-    return handle
+        for (seg_in, seg_out), args, output in calls:  # call order: an output is followed by the next input
+            batch += [(seg_in, tensor) for tensor in _floats(args)]
+            batch += [(seg_out, tensor) for tensor in _floats(output)]
+        self.buffers.add(batch + entries, len(self.recorded_steps) - 1)
 
 
 def nonfinite_culprit(norms: list[float], layout: tuple[int, ...], order: list[int]) -> int | None:

@@ -137,8 +137,10 @@ class MixedPrecision:
         return self.backend.placement()
 
     def autocast(self) -> AbstractContextManager[None]:
-        """Run the forward pass in the policy's compute format on this backend."""
-        return self.backend.autocast(self.policy)
+        """Run the forward pass in the policy's compute format on this backend (and, with `inspect`, the
+        forward of a recorded step is recorded in it)."""
+        context = self.backend.autocast(self.policy)
+        return context if self.inspection is None else self.inspection.recorder.capture(context)
 
     def backward(self, loss: torch.Tensor) -> None:
         """(loss * scale).backward(); call once per micro-batch to accumulate gradients, all before unscale_()."""
