@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(not host_kernel.available(), reason="numba is no
 
 def _batches(seed: int) -> list[list[tuple[int, torch.Tensor]]]:
     """Two batches of (segment, tensor): fp32, bf16, fp16 and fp64 tensors with specials and subnormals; one
-    tensor in two segments (a module's output, the next one's input); non-contiguous and 0-d tensors."""
+    tensor in two segments (a module's output, the next one's input, with and without an integer tensor between);
+    non-contiguous, 0-d and empty tensors."""
     x = values(seed, n=6000)
     tiny = torch.tensor([1e-45, -3e-42, 2.0**-137, 2.0**-138, 1e-40, 0.0])  # fp32 subnormals, both sides of 2^-137
     shared = x[:700].reshape(7, 100).bfloat16()
@@ -31,7 +32,16 @@ def _batches(seed: int) -> list[list[tuple[int, torch.Tensor]]]:
         (5, x[4000:4800].reshape(40, 20).t()),  # not contiguous
         (6, torch.tensor(3.5)),
     ]
-    second = [(0, x[4800:5200] * 1e-3), (2, x[5200:6000].bfloat16()), (6, torch.tensor(-0.0))]
+    again, empty = x[5200:6000].bfloat16(), torch.zeros(0)
+    second = [
+        (0, x[4800:5200] * 1e-3),
+        (2, again),
+        (5, torch.arange(9)),  # token ids between two entries of one tensor: left out
+        (3, again),
+        (1, empty),  # empty, twice: left out, not taken for the tensor before it
+        (1, empty),
+        (6, torch.tensor(-0.0)),
+    ]
     return [first, second]
 
 

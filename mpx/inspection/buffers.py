@@ -1,17 +1,20 @@
 """The inspector's device buffers: counts per tensor stream, per-step extremes and histories.
 
-Nothing here reads a device value: capacities grow on the host's step count.
+Nothing here reads an accelerator's value (that would sync): capacities grow on the host's step count, and
+only values already in host memory (a CPU run's) are read as they come.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from mpx.inspection import host_kernel
 from mpx.inspection.stats import SIGN_MASK, Buckets, Layouts, bit_magnitudes
+from mpx.training import optimizer_step
 
 LARGE = 1 << 22  # elements: on an accelerator a tensor this big is measured on its own, not copied into a batch
 HISTORY = 1024  # steps of per-parameter gradient norms kept to find a skipped step's first non-finite gradient
@@ -34,7 +37,8 @@ class Buffers:
         self.extremes = self._fresh_extremes(16)
         self.scale = torch.zeros(0, device=device)
         self.skipped = torch.zeros(0, dtype=torch.bool, device=device)
-        self._steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._steps: list[tuple[Any, Any]] = []  # (scale, skipped): values in host memory, else tensors
+        self._values_on_host = device.type in optimizer_step.HOST_DEVICES
         self._not_skipped = torch.zeros((), dtype=torch.bool, device=device)
         # per step (the last HISTORY): (step, grad segments, its row of `_norm_rows`); the rows are one ring tensor,
         # so a step keeps no Python objects of its own alive (thousands of them slow every garbage collection)
@@ -51,15 +55,16 @@ class Buffers:
         return torch.full((rows, 2, self.segments), -1, dtype=torch.int32, device=self.device)  # -1: not measured
 
     def add(self, entries: Sequence[tuple[int, torch.Tensor]], row: int) -> None:
-        """Measure (segment, tensor) entries into the counts and recorded-step row `row`; a tensor that several
-        segments share (one module's output, the next one's input) is measured once (in host memory: where its
-        entries follow each other, as those two do)."""
+        """Measure (segment, tensor) entries into the counts and recorded-step row `row` (tensors not floating
+        point, or empty, are left out); a tensor that several segments share (one module's output, the next
+        one's input) is measured once (in host memory: where its entries follow each other, as those two do)."""
         if row >= self.extremes.shape[0]:
             self.extremes = torch.cat([self.extremes, self._fresh_extremes(self.extremes.shape[0])])
             self._extremes_host = self.extremes.numpy() if self.host else None
         if self.host:  # read where they lie: one pass, whatever their sizes
             host_kernel.measure(entries, self._host_tables, self._joint_host, self._extremes_host[row])
             return
+        entries = [(s, t) for s, t in entries if t.is_floating_point() and t.numel()]
         large = [entry for entry in entries if entry[1].numel() >= LARGE]
         for entry in large:
             self._add_batch([entry], row)
@@ -85,15 +90,24 @@ class Buffers:
         self.extremes[row].scatter_reduce_(1, target.expand(2, -1), peaks.view(2, -1).index_select(1, source), "amax")
 
     def end_step(self, scale: torch.Tensor, skipped: torch.Tensor | None) -> None:
-        """Note a step's loss scale and skip flag: references now, stacked into the histories every COMPACT steps
-        (a device op per step would cost more than the rest of a step in between recorded ones)."""
-        self._steps.append((scale, self._not_skipped if skipped is None else skipped))
+        """Note a step's loss scale and skip flag, stacked into the histories every COMPACT steps: in host
+        memory their values (a memory read; no tensor kept alive), elsewhere references (a device op per step
+        would cost more than the rest of a step in between recorded ones, and a read would sync)."""
+        if self._values_on_host:
+            self._steps.append((scale.item(), skipped is not None and bool(skipped)))
+        else:
+            self._steps.append((scale, self._not_skipped if skipped is None else skipped))
         if len(self._steps) >= COMPACT:
             self.compact()
 
     def compact(self) -> None:
         """Stack the noted steps into the scale and skip histories."""
-        if self._steps:
+        if self._steps and self._values_on_host:
+            scales = torch.tensor([s for s, _ in self._steps], dtype=torch.float32, device=self.device)
+            skipped = torch.tensor([k for _, k in self._steps], dtype=torch.bool, device=self.device)
+            self.scale, self.skipped = torch.cat([self.scale, scales]), torch.cat([self.skipped, skipped])
+            self._steps = []
+        elif self._steps:
             count = len(self._steps)
             scales, skipped = zip(*self._steps, strict=True)
             try:  # one op per history: the usual case, every step's tensors of one shape (a 1-element one)

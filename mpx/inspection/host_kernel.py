@@ -51,7 +51,8 @@ def measure(
     entries: Sequence[tuple[int, torch.Tensor]], tables: ExponentTables, joint: np.ndarray, extremes: np.ndarray
 ) -> None:
     """Add the host tensors of (segment, tensor) `entries` into `joint` ([segments, buckets] counts) and
-    `extremes` ([2, segments]), in place. Every tensor stays referenced here while the pass reads it."""
+    `extremes` ([2, segments]), in place; tensors not floating point, or empty, are left out. Every tensor stays
+    referenced here while the pass reads it."""
     rows: list[int] = []  # per entry: address, elements, widening shift (-1: the previous entry's again), segment
     kept = []  # contiguous fp32 copies of what is read through one, alive until the pass is done
     previous = None
@@ -59,13 +60,18 @@ def measure(
         if tensor is previous:  # counted already: its counts go into this segment too
             rows += (0, 0, -1, segment)
             continue
-        previous = tensor
         shift = _WIDEN.get(tensor.dtype)
+        if shift is None and not tensor.is_floating_point():  # token ids, masks: not measured
+            continue
+        size = tensor.numel()
+        if not size:
+            continue
+        previous = tensor
         if shift is None or not tensor.is_contiguous():
             tensor = tensor.detach().float().contiguous() if shift is None else tensor.detach().contiguous()
             shift = _WIDEN[tensor.dtype]
             kept.append(tensor)
-        rows += (tensor.data_ptr(), tensor.numel(), shift, segment)
+        rows += (tensor.data_ptr(), size, shift, segment)
     from mpx.inspection import host_pass  # here: numba is imported on the first recorded step, not with mpx
 
     plan = np.array(rows, dtype=np.int64).reshape(-1, 4)  # from one flat list: the fastest way in

@@ -9,8 +9,8 @@ device value: the statistics stay in `Buffers` until a report asks for them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_leaves
 
 from mpx.formats import Format
 from mpx.inspection.buffers import Buffers
-from mpx.inspection.capture import capturing
+from mpx.inspection.capture import Captured, ForwardCapture
 from mpx.inspection.stats import Buckets, overflow_threshold
 from mpx.training import optimizer_step
 
@@ -75,7 +75,6 @@ class Recorder:
         for name, module in self._watched:
             self.module_types[name] = type(module).__name__
             self._module_ids[id(module)] = (self._segment(name, "input"), self._segment(name, "output"))
-        self._capture_plan = [(m, self._module_ids[id(m)], m in self._inplace) for _, m in self._watched]
         for name, module in self._watched:
             for pname, param in module.named_parameters(recurse=False):
                 if id(param) not in self._grad_ids:  # tied weights: the first owner keeps them
@@ -97,7 +96,8 @@ class Recorder:
         self._unit = torch.ones((), device=self.device)  # the loss scale of a plain loop
         self._in_backward = False
         self._flag_on_host: bool | None = None  # whether a step's overflow flag is in host memory
-        self._capturing = False
+        plan = [(m, self._module_ids[id(m)], m in self._inplace) for _, m in self._watched]
+        self._forward_capture = ForwardCapture(plan, self._calls, self._flush_before_overwrite)
         self._handles: list[Any] = []
         self._order_hooks: list[Any] = []
         self._install(model)
@@ -138,18 +138,7 @@ class Recorder:
     def capture(self, context: AbstractContextManager[Any]) -> AbstractContextManager[Any]:
         """`context` (the trainer's autocast()), noting the watched modules' forward calls if this step is
         recorded (capture.py)."""
-        if self.step % self.every or self._capturing:  # not recorded, or captured by an enclosing one already
-            return context
-        return self._captured(context)
-
-    @contextmanager
-    def _captured(self, context: AbstractContextManager[Any]) -> Iterator[Any]:
-        self._capturing = True
-        try:
-            with context as value, capturing(self._capture_plan, self._calls, self._flush_before_overwrite):
-                yield value
-        finally:
-            self._capturing = False
+        return context if self.step % self.every else Captured(context, self._forward_capture)
 
     @property
     def recording(self) -> bool:
@@ -250,9 +239,15 @@ class Recorder:
             self.recorded_steps.append(self.step)
         batch: list[tuple[int, torch.Tensor]] = []
         for (seg_in, seg_out), args, output in calls:  # call order: an output is followed by the next input
-            batch += [(seg_in, tensor) for tensor in _floats(args)]
-            batch += [(seg_out, tensor) for tensor in _floats(output)]
-        self.buffers.add(batch + entries, len(self.recorded_steps) - 1)
+            for segment, value in ((seg_in, args), (seg_out, output)):
+                if type(value) is tuple and len(value) == 1:
+                    value = value[0]
+                if type(value) is torch.Tensor:  # the usual one tensor (Buffers.add leaves out non-float ones)
+                    batch.append((segment, value))
+                else:
+                    batch += [(segment, tensor) for tensor in _floats(value)]
+        batch += entries
+        self.buffers.add(batch, len(self.recorded_steps) - 1)
 
 
 def nonfinite_culprit(norms: list[float], layout: tuple[int, ...], order: list[int]) -> int | None:
