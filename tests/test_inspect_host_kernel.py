@@ -52,6 +52,8 @@ def _measured(host: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
     for row, batch in enumerate(_batches(seed)):
         buffers.add(batch, row)
         buffers.add(batch[:2], row)  # a second batch into the same recorded step
+    many = values(seed + 20, n=1000)
+    buffers.add([(i % 7, many[10 * i : 10 * i + 10]) for i in range(100)], 1)  # more rows than the first plan holds
     changed = values(seed + 10, n=500)
     buffers.add([(3, changed)], 1)
     changed.mul_(1e30)  # an in-place module between two measurements of one tensor: measured again

@@ -47,7 +47,7 @@ class Buffers:
         self._norm_count = 0
         # host memory: one compiled pass per batch (host_kernel.py) instead of the torch ops below
         self.host = device.type == "cpu" and host_kernel.available()
-        self._host_tables = host_kernel.ExponentTables(buckets.table, Buckets.SHIFT) if self.host else None
+        self._host_pass = host_kernel.HostPass(buckets.table, Buckets.SHIFT) if self.host else None
         self._joint_host = self.joint.numpy().reshape(segments, -1) if self.host else None  # a view, not a copy
         self._extremes_host = self.extremes.numpy() if self.host else None
 
@@ -62,7 +62,7 @@ class Buffers:
             self.extremes = torch.cat([self.extremes, self._fresh_extremes(self.extremes.shape[0])])
             self._extremes_host = self.extremes.numpy() if self.host else None
         if self.host:  # read where they lie: one pass, whatever their sizes
-            host_kernel.measure(entries, self._host_tables, self._joint_host, self._extremes_host[row])
+            self._host_pass.measure(entries, self._joint_host, self._extremes_host, row)
             return
         entries = [(s, t) for s, t in entries if t.is_floating_point() and t.numel()]
         large = [entry for entry in entries if entry[1].numel() >= LARGE]

@@ -10,8 +10,10 @@ on an accelerator, the torch formulation runs.
 
 from __future__ import annotations
 
+import array
 import importlib.util
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,32 +49,53 @@ class ExponentTables:
 _LIKE32, _LIKE16 = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int16)
 
 
-def measure(
-    entries: Sequence[tuple[int, torch.Tensor]], tables: ExponentTables, joint: np.ndarray, extremes: np.ndarray
-) -> None:
-    """Add the host tensors of (segment, tensor) `entries` into `joint` ([segments, buckets] counts) and
-    `extremes` ([2, segments]), in place; tensors not floating point, or empty, are left out. Every tensor stays
-    referenced here while the pass reads it."""
-    rows: list[int] = []  # per entry: address, elements, widening shift (-1: the previous entry's again), segment
-    kept = []  # contiguous fp32 copies of what is read through one, alive until the pass is done
-    previous = None
-    for segment, tensor in entries:
-        if tensor is previous:  # counted already: its counts go into this segment too
-            rows += (0, 0, -1, segment)
-            continue
-        shift = _WIDEN.get(tensor.dtype)
-        if shift is None and not tensor.is_floating_point():  # token ids, masks: not measured
-            continue
-        size = tensor.numel()
-        if not size:
-            continue
-        previous = tensor
-        if shift is None or not tensor.is_contiguous():
-            tensor = tensor.detach().float().contiguous() if shift is None else tensor.detach().contiguous()
-            shift = _WIDEN[tensor.dtype]
-            kept.append(tensor)
-        rows += (tensor.data_ptr(), size, shift, segment)
-    from mpx.inspection import host_pass  # here: numba is imported on the first recorded step, not with mpx
+class HostPass:
+    """The compiled pass with its tables, and a plan buffer kept from batch to batch (a batch makes no numpy
+    object: its plan is copied into the buffer's memory)."""
 
-    plan = np.array(rows, dtype=np.int64).reshape(-1, 4)  # from one flat list: the fastest way in
-    host_pass.measure(plan, tables.base, tables.first_edge, tables.edges, joint, extremes, _LIKE32, _LIKE16)
+    def __init__(self, table: np.ndarray, shift: int) -> None:
+        self.tables = ExponentTables(table, shift)
+        self._plan = np.zeros(256, dtype=np.int64)
+        self._slots = memoryview(self._plan).cast("B").cast("q")
+        self._compiled: Any = None
+
+    def measure(
+        self, entries: Sequence[tuple[int, torch.Tensor]], joint: np.ndarray, extremes: np.ndarray, row: int
+    ) -> None:
+        """Add the host tensors of (segment, tensor) `entries` into `joint` ([segments, buckets] counts) and row
+        `row` of `extremes` ([rows, 2, segments]), in place; tensors not floating point, or empty, are left
+        out. Every tensor stays referenced here while the pass reads it."""
+        rows: list[int] = []  # per entry: address, elements, widening shift (-1: the previous one's again), segment
+        kept = []  # contiguous fp32 copies of what is read through one, alive until the pass is done
+        previous = None
+        for segment, tensor in entries:
+            if tensor is previous:  # counted already: its counts go into this segment too
+                rows += (0, 0, -1, segment)
+                continue
+            shift = _WIDEN.get(tensor.dtype)
+            if shift is None and not tensor.is_floating_point():  # token ids, masks: not measured
+                continue
+            size = tensor.numel()
+            if not size:
+                continue
+            previous = tensor
+            if shift is None or not tensor.is_contiguous():
+                tensor = tensor.detach().float().contiguous() if shift is None else tensor.detach().contiguous()
+                shift = _WIDEN[tensor.dtype]
+                kept.append(tensor)
+            rows += (tensor.data_ptr(), size, shift, segment)
+        if len(rows) > len(self._plan):
+            self._plan = np.zeros(2 * len(rows), dtype=np.int64)
+            self._slots = memoryview(self._plan).cast("B").cast("q")
+        self._slots[: len(rows)] = array.array("q", rows)
+        if self._compiled is None:  # numba is imported on the first recorded step, not with mpx
+            from mpx.inspection import host_pass
+
+            self._compiled = host_pass.measure
+        tables = self.tables
+        self._compiled(
+            self._plan, len(rows) // 4, tables.base, tables.first_edge, tables.edges, joint, extremes, row, *_LIKE
+        )
+
+
+_LIKE = (_LIKE32, _LIKE16)

@@ -50,17 +50,18 @@ def count(values, shift, counts, base, first_edge, edges):
 
 
 @numba.njit(cache=True, nogil=True)
-def measure(plan, base, first_edge, edges, joint, extremes, like32, like16):
-    """Per row e of `plan` (address, elements, widening shift, segment): the tensor at that address, fp32
-    patterns (bf16 ones where the shift is 16), or where the shift is -1 the previous row's tensor again (a
-    module's output, the next one's input). A tensor is counted straight into its segment's row of `joint`,
-    or, when the next row repeats it, into a scratch row added to each of their segments."""
-    rows, buckets = plan.shape[0], joint.shape[1]
+def measure(plan, rows, base, first_edge, edges, joint, extremes, row, like32, like16):
+    """Per plan row e < `rows` (address, elements, widening shift, segment; 4 values each in the flat `plan`):
+    the tensor at that address, fp32 patterns (bf16 ones where the shift is 16), or where the shift is -1 the
+    previous row's tensor again (a module's output, the next one's input). A tensor is counted straight into
+    its segment's row of `joint`, or, when the next row repeats it, into a scratch row added to each of their
+    segments; its extremes go into row `row` of `extremes`."""
+    buckets = joint.shape[1]
     scratch = np.zeros(buckets, dtype=np.int64)
     largest, inverted = -1, -1
     for e in range(rows):
-        address, size, widen, segment = plan[e, 0], plan[e, 1], plan[e, 2], plan[e, 3]
-        repeated = e + 1 < rows and plan[e + 1, 2] == -1
+        address, size, widen, segment = plan[4 * e], plan[4 * e + 1], plan[4 * e + 2], plan[4 * e + 3]
+        repeated = e + 1 < rows and plan[4 * e + 6] == -1
         if widen >= 0:
             if repeated:
                 for j in range(buckets):
@@ -75,7 +76,7 @@ def measure(plan, base, first_edge, edges, joint, extremes, like32, like16):
         if widen < 0 or repeated:
             for j in range(buckets):
                 joint[segment, j] += scratch[j]
-        if largest > extremes[0, segment]:
-            extremes[0, segment] = largest
-        if inverted > extremes[1, segment]:
-            extremes[1, segment] = inverted
+        if largest > extremes[row, 0, segment]:
+            extremes[row, 0, segment] = largest
+        if inverted > extremes[row, 1, segment]:
+            extremes[row, 1, segment] = inverted
