@@ -1,8 +1,10 @@
-"""MixedPrecision(inspect=...) records a step's forward inside its autocast() without hooks: only the watched
-modules of that model, only on recorded steps, and outside the context the model is exactly as it was."""
+"""MixedPrecision(inspect=...) records a step's forward inside its autocast() without forward hooks (capture.py):
+only the watched modules of that model, only recorded steps, and outside the context every class is as it was.
+Copies, replicas and stored forwards made meanwhile run as themselves; failures leave nothing behind."""
 
 import copy
 import gc
+import inspect
 import pickle
 import weakref
 
@@ -11,11 +13,19 @@ import torch
 from inspect_helpers import tiny_gradient_model
 
 import mpx
+from mpx.inspection import capture
+
+PLAIN_LINEAR = torch.nn.Linear.forward
 
 
-def _shadowed(model):
-    """The modules carrying an instance `forward` or a forward hook."""
-    return [name for name, m in model.named_modules() if "forward" in m.__dict__ or m._forward_hooks]
+def _capturing():
+    """Watched module ids and wrapped classes right now."""
+    return set(capture._SINKS), set(capture._CLASSES)
+
+
+def _trainer(model, every=1):
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    return mpx.MixedPrecision(model, optimizer, "cpu", "bf16-mixed", inspect={"every": every})
 
 
 def _step(mp, model, x, y, inside=None):
@@ -28,49 +38,120 @@ def _step(mp, model, x, y, inside=None):
     mp.step()
 
 
+def _count(mp, module, kind="output"):
+    return next((t["count"] for t in mp.inspection.data()["tensors"] if t["module"] == module and t["kind"] == kind), 0)
+
+
 def test_a_recorded_steps_forward_is_captured_in_autocast_only_and_other_models_are_left_alone():
     model, x, y, _ = tiny_gradient_model()
     other = torch.nn.Linear(32, 3)
-    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1e-3), "cpu", "bf16-mixed",
-                            inspect={"every": 2})  # fmt: skip
+    mp = _trainer(model, every=2)
     inside, outside = [], []
     for _ in range(4):
-        outside.append(_shadowed(model) + _shadowed(other))
-        _step(mp, model, x, y, inside=lambda: (inside.append(_shadowed(model)), other(x)))
-    leaves = [name for name, m in model.named_modules() if not list(m.children())]
-    assert outside == [[], [], [], []]
-    assert inside == [leaves, [], leaves, []]  # shadowed for steps 0 and 2 only, and only inside the context
+        outside.append(_capturing())
+        _step(mp, model, x, y, inside=lambda: (inside.append(len(capture._SINKS)), other(x)))
+    assert outside == [(set(), set())] * 4 and torch.nn.Linear.forward is PLAIN_LINEAR
+    assert inside == [5, 0, 5, 0]  # the five leaves, on steps 0 and 2 only
     data = mp.inspection.data()
+    leaves = [name for name, m in model.named_modules() if not list(m.children())]
     assert data["recorded_steps"] == [0, 2]
     assert {t["module"] for t in data["tensors"]} == set(leaves)  # `other` ran in the step and is not in it
-    assert all(t["count"] > 0 for t in data["tensors"] if t["kind"] == "output")
+    assert _count(mp, "0") == 2 * x.shape[0] * 64
 
 
-def test_between_steps_the_model_deep_copies_and_pickles_as_itself():
+def test_copies_and_pickles_made_inside_the_context_run_as_themselves():
     model, x, y, _ = tiny_gradient_model()
-    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1e-3), "cpu", "bf16-mixed",
-                            inspect=True)  # fmt: skip
-    _step(mp, model, x, y)
-    twin = copy.deepcopy(model)
+    mp = _trainer(model)
+    copies = []
+    _step(mp, model, x, y, inside=lambda: copies.append((copy.deepcopy(model), pickle.dumps(model))))
+    twin, pickled = copies[0][0], pickle.loads(copies[0][1])
     with torch.no_grad():
-        twin[0].weight.zero_()  # a copy that ran the original's forward would not see this
-        assert not torch.equal(twin(x), model(x))
-    restored = pickle.loads(pickle.dumps(model))
-    torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
+        twin[0].weight.zero_()
+        twin[0].bias.zero_()
+        assert torch.equal(twin[0](x), torch.zeros(x.shape[0], 64))  # its own weights, not the original's
+        layer = pickled[0]
+        torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), rtol=0, atol=0)
+    assert "forward" not in twin[0].__dict__ and "forward" not in pickled[0].__dict__
+    assert _count(mp, "0") == x.shape[0] * 64  # the copy's calls were not noted
 
 
-def test_a_forward_that_raises_leaves_no_shadow_and_the_next_step_records():
+def test_a_forward_kept_from_a_recorded_step_passes_through_afterwards():
     model, x, y, _ = tiny_gradient_model()
-    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1e-3), "cpu", "bf16-mixed",
-                            inspect=True)  # fmt: skip
+    mp = _trainer(model, every=100)
+    kept = []
+    _step(mp, model, x, y, inside=lambda: kept.append(model[0].forward))
+    assert inspect.signature(kept[0]) == inspect.signature(PLAIN_LINEAR.__get__(model[0]))
+    _step(mp, model, x, y, inside=lambda: kept[0](x))
+    kept[0](x)
+    assert mp.inspection.data()["recorded_steps"] == [0] and _count(mp, "0") == x.shape[0] * 64
+    pickle.dumps(model)
+
+
+def test_a_loop_inside_one_autocast_still_records_every_nth_step():
+    model, x, y, _ = tiny_gradient_model()
+    mp = _trainer(model, every=4)
+    with mp.autocast():
+        for _ in range(8):
+            mp.zero_grad()
+            mp.backward(mpx.mse_loss(model(x), y))
+            mp.step()
+    assert _capturing() == (set(), set())
+    assert mp.inspection.data()["recorded_steps"] == [0, 4]
+    assert _count(mp, "0") == 2 * x.shape[0] * 64
+
+
+def test_two_trainers_on_one_model_closing_out_of_order_put_every_class_back():
+    model, x, y, _ = tiny_gradient_model()
+    first, second = _trainer(model), _trainer(model)
+    a, b = first.autocast(), second.autocast()
+    a.__enter__()
+    b.__enter__()
+    model(x)
+    a.__exit__(None, None, None)
+    b.__exit__(None, None, None)
+    assert _capturing() == (set(), set()) and torch.nn.Linear.forward is PLAIN_LINEAR
+    assert len(first.inspection.recorder._calls) == len(second.inspection.recorder._calls) == 5
+
+
+def test_a_module_calling_itself_is_noted_once_per_call():
+    class Twice(torch.nn.Linear):
+        def forward(self, x, again=True):
+            return self.forward(super().forward(x), again=False) if again else super().forward(x)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(Twice(8, 8))
+    mp = _trainer(model)
+    x = torch.randn(4, 8)
+    _step(mp, model, x, torch.randn(4, 8))
+    assert _count(mp, "0") == 4 * 8 and _count(mp, "0", "input") == 4 * 8
+
+
+def test_a_forward_that_raises_leaves_no_wrapper_and_nothing_to_measure():
+    model, x, y, _ = tiny_gradient_model()
+    mp = _trainer(model)
     with pytest.raises(RuntimeError), mp.autocast():
-        model(torch.randn(4, 5))  # the wrong width: the first Linear raises
-    assert _shadowed(model) == []
+        model[0](x * 1e6)  # noted, then the next call raises: the step's noted calls go with it
+        model(torch.randn(4, 5))
+    assert _capturing() == (set(), set()) and not mp.inspection.recorder._calls
     _step(mp, model, x, y)
-    assert mp.inspection.data()["recorded_steps"] == [0]
+    assert mp.inspection.data()["recorded_steps"] == [0] and _count(mp, "0") == x.shape[0] * 64
 
 
-def test_a_forward_set_on_the_instance_is_called_under_capture_and_put_back():
+def test_many_forwards_in_one_recorded_step_are_measured_early_not_held():
+    model, x, y, _ = tiny_gradient_model()
+    mp = _trainer(model)
+    recorder = mp.inspection.recorder
+    held = []
+    with mp.autocast():  # 300 micro-batches in one recorded step
+        for _ in range(300):
+            model(x)
+            held.append(len(recorder._calls))
+        with torch.no_grad():
+            model(x)  # an evaluation pass: not the step's training forward
+    assert max(held) < capture.LIMIT and _count(mp, "0") == 300 * x.shape[0] * 64
+
+
+def test_a_forward_set_on_the_instance_is_called_and_recorded_through_a_hook():
     model, x, y, _ = tiny_gradient_model()
     head = model[4]
     plain = head.forward
@@ -81,32 +162,53 @@ def test_a_forward_set_on_the_instance_is_called_under_capture_and_put_back():
         return plain(*args)
 
     head.forward = counted
-    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1e-3), "cpu", "bf16-mixed",
-                            inspect=True)  # fmt: skip
+    mp = _trainer(model)
     _step(mp, model, x, y)
-    assert calls == [1] and head.__dict__["forward"] is counted
-    assert any(t["module"] == "4" and t["kind"] == "output" and t["count"] for t in mp.inspection.data()["tensors"])
+    assert calls == [1] and head.__dict__["forward"] is counted and not head._forward_hooks
+    assert _count(mp, "4") == x.shape[0]
 
 
 def test_nested_autocast_records_each_call_once():
     model, x, y, _ = tiny_gradient_model()
-    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1e-3), "cpu", "bf16-mixed",
-                            inspect=True)  # fmt: skip
+    mp = _trainer(model)
     mp.zero_grad()
     with mp.autocast(), mp.autocast():
         out = model(x)
     mp.backward(mpx.mse_loss(out, y))
     mp.step()
-    output = next(t for t in mp.inspection.data()["tensors"] if t["module"] == "0" and t["kind"] == "output")
-    assert output["count"] == x.shape[0] * 64
+    assert _count(mp, "0") == x.shape[0] * 64
 
 
-def test_a_dropped_trainer_goes_with_its_recorder():
+def test_a_closed_report_stops_the_trainer_recording():
     model, x, y, _ = tiny_gradient_model()
-    mp = mpx.MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1e-3), "cpu", "bf16-mixed",
-                            inspect={"every": 2})  # fmt: skip
+    mp = _trainer(model)
     _step(mp, model, x, y)
+    mp.inspection.close()
+    _step(mp, model, x, y)
+    assert mp.inspection.data()["recorded_steps"] == [0] and mp.inspection.data()["steps"] == 1
+
+
+@pytest.mark.parametrize("steps", [0, 1])
+def test_a_dropped_trainer_goes_at_once(steps):
+    model, x, y, _ = tiny_gradient_model()
+    mp = _trainer(model, every=2)
+    for _ in range(steps):
+        _step(mp, model, x, y)
     recorder = weakref.ref(mp.inspection.recorder)
     del mp
     gc.collect()
-    assert recorder() is None and _shadowed(model) == []
+    assert recorder() is None and _capturing() == (set(), set())
+
+
+def test_a_recorded_forward_outside_autocast_is_reported_missing_not_silently_empty(tmp_path):
+    model, x, y, _ = tiny_gradient_model()
+    mp = _trainer(model, every=2)
+    for _ in range(3):
+        mp.zero_grad()
+        out = model(x)  # no mp.autocast(): nothing captures it
+        mp.backward(mpx.mse_loss(out, y))
+        mp.step()
+    data = mp.inspection.data()
+    assert data["unmeasured"] == {"a recorded step's forward (not run inside mp.autocast())": 2}
+    assert "not run inside mp.autocast()" in mp.inspection.save(tmp_path / "r.html").read_text()
+    assert _count(mp, "0", "grad") > 0  # gradients and weights come from the trainer all the same

@@ -4,6 +4,8 @@ shared between segments and recorded-step rows added to one after another."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -88,3 +90,40 @@ def test_the_exponent_tables_give_every_pattern_the_bucket_tables_bucket():
             got[i] += 1
             k += 1
     assert np.array_equal(got, want)
+
+
+def _exotic_entries() -> list[tuple[int, torch.Tensor]]:
+    torch.manual_seed(0)
+    dense, freed = torch.randn(3, 3), torch.randn(5)
+    freed.untyped_storage().resize_(0)  # what FSDP does to an unsharded parameter's storage
+    with warnings.catch_warnings():  # the strided nested layout is a prototype (warned once a process)
+        warnings.simplefilter("ignore", UserWarning)
+        nested = torch.nested.nested_tensor([torch.randn(2, 3), torch.randn(4, 3)])
+    jagged = torch.nested.nested_tensor([torch.randn(2, 3), torch.randn(4, 3)], layout=torch.jagged)
+    captured = []
+    torch.func.vmap(lambda t: captured.append(t) or t)(torch.randn(3, 2))  # a tensor with no storage of its own
+    return [
+        (0, dense.to_sparse()),
+        (1, dense.to_mkldnn()),
+        (2, torch.empty(3, device="meta")),
+        (3, freed),
+        (4, jagged),
+        (5, nested),
+        (6, captured[0]),
+        (7, dense),
+    ]
+
+
+def test_tensors_not_readable_by_address_are_measured_as_values_or_counted_never_read():
+    """Sparse, mkldnn and nested tensors are measured through their values; meta, freed, jagged and torch.func
+    tensors are counted as unmeasured (reading them by address would crash); both formulations agree."""
+    got = {}
+    for host in (True, False):
+        buckets = Buckets([overflow_threshold(f) for f in FORMATS])
+        buffers = Buffers(8, buckets, torch.device("cpu"))
+        buffers.host = host
+        buffers.add(_exotic_entries(), 0)
+        got[host] = (buffers.joint.view(8, -1).sum(1).tolist(), buffers.extremes[0].tolist(), buffers.unmeasured)
+    assert got[True][:2] == got[False][:2]
+    assert got[True][0] == [9, 9, 0, 0, 0, 18, 0, 9]
+    assert sum(got[True][2].values()) == sum(got[False][2].values()) == 4

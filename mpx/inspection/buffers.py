@@ -6,7 +6,7 @@ only values already in host memory (a CPU run's) are read as they come.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +47,8 @@ class Buffers:
         self._norm_count = 0
         # host memory: one compiled pass per batch (host_kernel.py) instead of the torch ops below
         self.host = device.type == "cpu" and host_kernel.available()
-        self._host_pass = host_kernel.HostPass(buckets.table, Buckets.SHIFT) if self.host else None
+        self.unmeasured: Counter[str] = Counter()  # tensors that could not be measured, by reason
+        self._host_pass = host_kernel.HostPass(buckets.table, Buckets.SHIFT, self.unmeasured) if self.host else None
         self._joint_host = self.joint.numpy().reshape(segments, -1) if self.host else None  # a view, not a copy
         self._extremes_host = self.extremes.numpy() if self.host else None
 
@@ -64,7 +65,7 @@ class Buffers:
         if self.host:  # read where they lie: one pass, whatever their sizes
             self._host_pass.measure(entries, self._joint_host, self._extremes_host, row)
             return
-        entries = [(s, t) for s, t in entries if t.is_floating_point() and t.numel()]
+        entries = [(s, t) for s, t in ((s, self._measurable(t)) for s, t in entries) if t is not None]
         large = [entry for entry in entries if entry[1].numel() >= LARGE]
         for entry in large:
             self._add_batch([entry], row)
@@ -88,6 +89,28 @@ class Buffers:
             torch._foreach_max([*bits.split(sizes), *inverse.split(sizes)])
         )  # largest, inverted smallest
         self.extremes[row].scatter_reduce_(1, target.expand(2, -1), peaks.view(2, -1).index_select(1, source), "amax")
+
+    def _measurable(self, tensor: torch.Tensor) -> torch.Tensor | None:
+        """For the torch formulation: a plain strided floating-point tensor with values (a DTensor's local
+        shard, a sparse or nested one's values), or None: not floating point, empty, or counted as unmeasured."""
+        to_local = getattr(tensor, "to_local", None)  # DTensor (FSDP2's parameters and gradients)
+        tensor = to_local() if callable(to_local) else tensor
+        if not tensor.is_floating_point() or not tensor.numel():
+            return None
+        if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.device != self.device:
+            self.unmeasured[f"{type(tensor).__name__} on {tensor.device.type}: not a plain tensor on the device"] += 1
+            return None
+        if tensor.is_nested:
+            return torch.cat([part.reshape(-1) for part in tensor.unbind()])
+        if tensor.layout is not torch.strided:
+            return tensor.to_dense()
+        try:
+            if tensor.untyped_storage().nbytes():
+                return tensor
+            self.unmeasured["a tensor whose storage was freed (or on the meta device)"] += 1
+        except (RuntimeError, NotImplementedError):
+            self.unmeasured["a tensor with no storage (inside a torch.func transform)"] += 1
+        return None
 
     def end_step(self, scale: torch.Tensor, skipped: torch.Tensor | None) -> None:
         """Note a step's loss scale and skip flag, stacked into the histories every COMPACT steps: in host

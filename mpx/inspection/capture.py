@@ -1,14 +1,21 @@
-"""A recorded step's forward under MixedPrecision: the watched modules' calls noted without hooks.
+"""A recorded step's forward under MixedPrecision: the watched modules' calls noted without forward hooks.
 
 A module with a forward hook leaves torch's fast call path (several microseconds a call on a CPU, as much as
-the module itself in a small model). Instead, only while the trainer's autocast() of a recorded step is open,
-each watched module's `forward` is shadowed by an instance attribute that calls it and notes
-(segments, args, output). The shadows go when the context closes, however it closes, so outside it the model
-is exactly as it was (deepcopy, pickling and torch.compile's guards see no trace of them).
+the module itself in a small model). Instead, while the trainer's autocast() of a recorded step is open, the
+`forward` of each watched module's class is wrapped: a call on a watched instance notes (segments, inputs,
+output) for the captures watching it; any other instance (another model, a copy or replica made meanwhile)
+passes straight through, and so do a nested call of the same module (super().forward, recursion) and a call
+without gradients (an evaluation pass inside the step: it is not the step's training forward). A class
+is put back when the last capture using it closes, however it closes; a bound forward kept past that passes
+through. A module with a forward set on the instance (accelerate's hooks), or whose class forward is not a
+plain function (scripted modules), gets a forward hook instead.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import types
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -17,78 +24,146 @@ from typing import Any
 import torch
 
 _ABSENT = object()
+# class -> [what its own __dict__ held under "forward" (or _ABSENT), the wrapper, captures using it]
+_CLASSES: dict[type, list[Any]] = {}
+# id(module) -> (segments, calls, before, flush) of each capture watching it; before: an in-place module's flush
+_SINKS: dict[int, list[tuple[Any, list[Any], Callable[[], None] | None, Callable[[], None]]]] = {}
+_RUNNING: set[int] = set()  # watched modules inside their forward now: a nested call is not noted again
+_PATCHABLE: dict[type, bool] = {}
 
 
-def _shadow(
-    module: torch.nn.Module,
-    previous: Any,
-    segments: tuple[int, int],
-    calls: list[Any],
-    before: Callable[[], None] | None,
-) -> Callable[..., Any]:
-    """A module's recording forward: the forward set on the instance before (`previous`), or its class's, read
-    at each call (a class patched later is still followed)."""
-
-    def recorded_forward(*args: Any, **kwargs: Any) -> Any:
-        if before is not None:  # an in-place module: what waits to be measured is measured before it changes
-            before()
-        if previous is _ABSENT:
-            output = type(module).forward(module, *args, **kwargs)
-        else:
-            output = previous(*args, **kwargs)
-        calls.append((segments, args, output))
+def _wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)  # inspect.signature(module.forward) still gives the class's
+    def forward(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        key = id(self)
+        sinks = _SINKS.get(key)
+        if sinks is None or key in _RUNNING or not torch.is_grad_enabled():  # no_grad: an evaluation pass
+            return original(self, *args, **kwargs)
+        for _, _, before, _ in sinks:
+            if before is not None:  # an in-place module: what waits to be measured is measured before it changes
+                before()
+        _RUNNING.add(key)
+        try:
+            output = original(self, *args, **kwargs)
+        finally:
+            _RUNNING.discard(key)
+        inputs = (args, kwargs) if kwargs else args
+        for segments, calls, _, flush in sinks:
+            calls.append((segments, inputs, output))
+            if len(calls) >= LIMIT:  # many forwards in one recorded step (an evaluation loop): measured now
+                flush()
         return output
 
-    return recorded_forward
+    forward.__mpx_original__ = original  # type: ignore[attr-defined]
+    return forward
+
+
+LIMIT = 512  # forward calls waiting before they are measured early (memory stays bounded)
+
+
+def _patchable(module: torch.nn.Module) -> bool:
+    cls = type(module)
+    if cls not in _PATCHABLE:
+        found = inspect.getattr_static(cls, "forward", None)
+        _PATCHABLE[cls] = isinstance(found, types.FunctionType) and not isinstance(module, torch.jit.ScriptModule)
+    return _PATCHABLE[cls] and "forward" not in module.__dict__
+
+
+def _patch(cls: type) -> None:
+    entry = _CLASSES.get(cls)
+    if entry is None:
+        original = cls.forward  # type: ignore[attr-defined]
+        original = getattr(original, "__mpx_original__", original)  # a base class wrapped already: its own
+        entry = _CLASSES[cls] = [cls.__dict__.get("forward", _ABSENT), _wrap(original), 0]
+        type.__setattr__(cls, "forward", entry[1])
+    entry[2] += 1
+
+
+def _unpatch(cls: type) -> None:
+    entry = _CLASSES[cls]
+    entry[2] -= 1
+    if entry[2] == 0:
+        del _CLASSES[cls]
+        if cls.__dict__.get("forward") is entry[1]:  # not replaced meanwhile by someone else
+            if entry[0] is _ABSENT:
+                type.__delattr__(cls, "forward")
+            else:
+                type.__setattr__(cls, "forward", entry[0])
 
 
 class ForwardCapture:
-    """Installs and removes the shadows of `watched` ((module, (input segment, output segment), in place)):
-    each appends its calls to `calls` (the list itself: whoever reads it empties it in place). A shadow is made
-    once per module and what it shadows; nested installs count, and only the outermost one acts."""
+    """Starts and stops noting the forward calls of `watched` ((module, (input segment, output segment), in
+    place)) into `calls` (the list itself: whoever reads it empties it in place). Nested starts count; only
+    the outermost acts. `flush` measures what waits."""
 
     def __init__(
         self,
         watched: Sequence[tuple[torch.nn.Module, tuple[int, int], bool]],
         calls: list[Any],
+        flush: Callable[[], None],
         before_inplace: Callable[[], None],
     ) -> None:
-        self._watched, self._calls, self._before_inplace = watched, calls, before_inplace
-        self._made: dict[int, tuple[Any, Callable[..., Any]]] = {}  # id(module) -> (what it shadows, shadow)
-        self._installed: list[tuple[torch.nn.Module, Any, Callable[..., Any]]] = []
-        self._depth = 0
+        self._watched, self._calls, self._flush, self._before_inplace = watched, calls, flush, before_inplace
+        self._hooks: list[Any] = []
+        self._on = False
+        self.depth = 0
 
     def install(self) -> None:
-        self._depth += 1
-        if self._depth > 1:
-            return
-        for module, segments, inplace in self._watched:
-            previous = module.__dict__.get("forward", _ABSENT)
-            made = self._made.get(id(module))
-            if made is None or made[0] is not previous:
-                before = self._before_inplace if inplace else None
-                made = self._made[id(module)] = (previous, _shadow(module, previous, segments, self._calls, before))
-            module.__dict__["forward"] = made[1]
-            self._installed.append((module, previous, made[1]))
+        self.depth += 1
+        if self.depth == 1:
+            self.resume()
 
     def remove(self) -> None:
-        self._depth -= 1
-        if self._depth > 0:
+        self.depth -= 1
+        if self.depth == 0:
+            self.pause()
+
+    def resume(self) -> None:
+        """Note calls from now on (an open capture across steps: resumed for a recorded step)."""
+        if self._on:
             return
-        for module, previous, shadow in self._installed:
-            if module.__dict__.get("forward") is shadow:  # not replaced meanwhile by someone else
-                if previous is _ABSENT:
-                    del module.__dict__["forward"]
-                else:
-                    module.__dict__["forward"] = previous
-        self._installed.clear()
+        self._on = True
+        for module, segments, inplace in self._watched:
+            before = self._before_inplace if inplace else None
+            if _patchable(module):
+                _SINKS.setdefault(id(module), []).append((segments, self._calls, before, self._flush))
+                _patch(type(module))
+            else:
+                self._hooks.append(module.register_forward_hook(self._hook(segments)))
+                if before is not None:
+                    self._hooks.append(module.register_forward_pre_hook(lambda _m, _a, flush=before: flush()))
+
+    def pause(self) -> None:
+        """Stop noting calls; the classes go back once no capture uses them."""
+        if not self._on:
+            return
+        self._on = False
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        for module, _, _ in self._watched:
+            sinks = _SINKS.get(id(module))
+            mine = [sink for sink in sinks or () if sink[1] is self._calls]
+            if mine:
+                sinks.remove(mine[0])
+                if not sinks:
+                    del _SINKS[id(module)]
+                _unpatch(type(module))
+
+    def _hook(self, segments: tuple[int, int]) -> Callable[..., None]:
+        def noted(module: torch.nn.Module, args: tuple, output: Any) -> None:
+            if torch.is_grad_enabled():
+                self._calls.append((segments, args, output))
+
+        return noted
 
 
 class Captured(AbstractContextManager[Any]):
-    """`context` (the trainer's autocast()) with `capture` installed inside it, removed on the way out."""
+    """`context` (the trainer's autocast()) with `capture` on inside it. A forward that raises leaves nothing
+    waiting to be measured: the step's noted calls are dropped."""
 
-    def __init__(self, context: AbstractContextManager[Any], capture: ForwardCapture) -> None:
-        self._context, self._capture = context, capture
+    def __init__(self, context: AbstractContextManager[Any], capture: ForwardCapture, calls: list[Any]) -> None:
+        self._context, self._capture, self._calls = context, capture, calls
 
     def __enter__(self) -> Any:
         value = self._context.__enter__()
@@ -105,6 +180,8 @@ class Captured(AbstractContextManager[Any]):
     ) -> bool | None:
         try:
             self._capture.remove()
+            if kind is not None:
+                self._calls.clear()
         finally:
             exit_value = self._context.__exit__(kind, error, tb)
         return exit_value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import importlib.util
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,30 +48,48 @@ class ExponentTables:
 
 
 _LIKE32, _LIKE16 = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int16)
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def _copy(tensor: torch.Tensor, shift: int | None) -> torch.Tensor:
+    """A contiguous strided copy (fp32 unless `shift` says the dtype is read as it is; sparse or mkldnn: dense)."""
+    tensor = tensor.detach() if tensor.layout is torch.strided else tensor.detach().to_dense()
+    return tensor.float().contiguous() if shift is None else tensor.contiguous()
 
 
 class HostPass:
     """The compiled pass with its tables, and a plan buffer kept from batch to batch (a batch makes no numpy
     object: its plan is copied into the buffer's memory)."""
 
-    def __init__(self, table: np.ndarray, shift: int) -> None:
-        self.tables = ExponentTables(table, shift)
+    def __init__(self, table: np.ndarray, shift: int, unmeasured: Counter[str]) -> None:
+        self.tables, self.unmeasured = ExponentTables(table, shift), unmeasured
         self._plan = np.zeros(256, dtype=np.int64)
         self._slots = memoryview(self._plan).cast("B").cast("q")
         self._compiled: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:  # a copy of a trainer copies this: without the memoryview
+        return {k: v for k, v in self.__dict__.items() if k not in ("_slots", "_compiled")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _compiled=None)
+        self._slots = memoryview(self._plan).cast("B").cast("q")
 
     def measure(
         self, entries: Sequence[tuple[int, torch.Tensor]], joint: np.ndarray, extremes: np.ndarray, row: int
     ) -> None:
         """Add the host tensors of (segment, tensor) `entries` into `joint` ([segments, buckets] counts) and row
         `row` of `extremes` ([rows, 2, segments]), in place; tensors not floating point, or empty, are left
-        out. Every tensor stays referenced here while the pass reads it."""
+        out. Only plain strided tensors in host memory are read by address (a DTensor: its local shard); any
+        other is counted in `unmeasured` by reason. Every tensor stays referenced while the pass reads it."""
         rows: list[int] = []  # per entry: address, elements, widening shift (-1: the previous one's again), segment
         kept = []  # contiguous fp32 copies of what is read through one, alive until the pass is done
         previous = None
-        for segment, tensor in entries:
-            if tensor is previous:  # counted already: its counts go into this segment too
+        for segment, entry in entries:
+            if entry is previous:  # counted already: its counts go into this segment too
                 rows += (0, 0, -1, segment)
+                continue
+            tensor = entry if type(entry) in _PLAIN and entry.is_cpu else self._plain(entry)
+            if tensor is None:
                 continue
             shift = _WIDEN.get(tensor.dtype)
             if shift is None and not tensor.is_floating_point():  # token ids, masks: not measured
@@ -78,12 +97,14 @@ class HostPass:
             size = tensor.numel()
             if not size:
                 continue
-            previous = tensor
             if shift is None or not tensor.is_contiguous():
-                tensor = tensor.detach().float().contiguous() if shift is None else tensor.detach().contiguous()
+                tensor = _copy(tensor, shift)
                 shift = _WIDEN[tensor.dtype]
                 kept.append(tensor)
-            rows += (tensor.data_ptr(), size, shift, segment)
+            address = self._address(tensor, kept)
+            if address:
+                previous = entry
+                rows += (address, size, shift, segment)
         if len(rows) > len(self._plan):
             self._plan = np.zeros(2 * len(rows), dtype=np.int64)
             self._slots = memoryview(self._plan).cast("B").cast("q")
@@ -96,6 +117,31 @@ class HostPass:
         self._compiled(
             self._plan, len(rows) // 4, tables.base, tables.first_edge, tables.edges, joint, extremes, row, *_LIKE
         )
+
+    def _plain(self, tensor: torch.Tensor) -> torch.Tensor | None:
+        """A tensor that is not a plain one in host memory: a DTensor's local shard, else None (counted)."""
+        to_local = getattr(tensor, "to_local", None)  # DTensor (FSDP2's parameters and gradients)
+        local = to_local() if callable(to_local) else tensor
+        if type(local) in _PLAIN and local.is_cpu:
+            return local
+        self.unmeasured[f"{type(tensor).__name__} on {tensor.device.type}: not a plain tensor in host memory"] += 1
+        return None
+
+    def _address(self, tensor: torch.Tensor, kept: list[torch.Tensor]) -> int:
+        """Where the tensor's values start (0: counted as unmeasured): sparse and mkldnn ones through a dense
+        fp32 copy; a tensor with no storage (inside a torch.func transform) or an emptied one is not read."""
+        try:
+            address = tensor.data_ptr()
+        except RuntimeError:
+            if tensor.layout is torch.strided:
+                self.unmeasured["a tensor with no storage (inside a torch.func transform)"] += 1
+                return 0
+            dense = _copy(tensor, None)
+            kept.append(dense)
+            return self._address(dense, kept)
+        if not address:
+            self.unmeasured["a tensor whose storage was freed (or on the meta device)"] += 1
+        return address
 
 
 _LIKE = (_LIKE32, _LIKE16)

@@ -142,6 +142,7 @@ def read(recorder: Recorder) -> dict[str, Any]:
         "first_nonfinite": _first_nonfinite(recorder, skipped),
         "modules": [{"name": name, "type": kind} for name, kind in recorder.module_types.items()],
         "tensors": tensors,
+        "unmeasured": dict(recorder.buffers.unmeasured),  # tensors (or a step's forward) left out, by reason
     }
 
 

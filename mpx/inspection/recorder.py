@@ -9,6 +9,7 @@ device value: the statistics stay in `Buffers` until a report asks for them.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -97,7 +98,9 @@ class Recorder:
         self._in_backward = False
         self._flag_on_host: bool | None = None  # whether a step's overflow flag is in host memory
         plan = [(m, self._module_ids[id(m)], m in self._inplace) for _, m in self._watched]
-        self._forward_capture = ForwardCapture(plan, self._calls, self._flush_before_overwrite)
+        self._forward_capture = ForwardCapture(plan, self._calls, self.flush, self._flush_before_overwrite)
+        self.closed = False
+        self._captured_step = -1  # the last step whose autocast() was captured
         self._handles: list[Any] = []
         self._order_hooks: list[Any] = []
         self._install(model)
@@ -121,7 +124,7 @@ class Recorder:
         if not self._order_hooks:
             for _, param in self._grad_ids.values():
                 if param.requires_grad:
-                    self._order_hooks.append(param.register_post_accumulate_grad_hook(self._on_grad))
+                    self._order_hooks.append(param.register_post_accumulate_grad_hook(_weakly(self, "_on_grad")))
 
     def _disarm_order(self) -> None:
         for handle in self._order_hooks:
@@ -129,8 +132,11 @@ class Recorder:
         self._order_hooks = []
 
     def remove(self) -> None:
-        """Take every hook off the model (the statistics stay)."""
+        """Stop recording: every hook off the model, no capture (the statistics stay)."""
+        self.closed = True
         self._disarm_order()
+        while self._forward_capture.depth:
+            self._forward_capture.remove()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -138,7 +144,10 @@ class Recorder:
     def capture(self, context: AbstractContextManager[Any]) -> AbstractContextManager[Any]:
         """`context` (the trainer's autocast()), noting the watched modules' forward calls if this step is
         recorded (capture.py)."""
-        return context if self.step % self.every else Captured(context, self._forward_capture)
+        if self.step % self.every or self.closed:
+            return context
+        self._captured_step = self.step
+        return Captured(context, self._forward_capture, self._calls)
 
     @property
     def recording(self) -> bool:
@@ -195,6 +204,8 @@ class Recorder:
         it is a memory read, not a sync, and a step it clears keeps no norms.
         """
         recording = self.step % self.every == 0
+        if self.closed:
+            return
         if self._flag_on_host is None and found_inf is not None:  # the trainer's scaler: one device for life
             self._flag_on_host = found_inf.device.type in optimizer_step.HOST_DEVICES
         clean = found_inf is not None and self._flag_on_host and not found_inf.item()  # no culprit to find
@@ -219,11 +230,22 @@ class Recorder:
 
     def end_step(self, scale: torch.Tensor, skipped: torch.Tensor | None) -> None:
         """Close the step: measure what waits, record the scale and skip flag, count the step."""
+        if self.closed:
+            return
         if self._calls or self._entries:
             self.flush()
+        if self.trainer and self.step % self.every == 0 and self._captured_step != self.step:
+            if not self._forward_capture.depth:  # not silently: the report says its activations are missing
+                self.buffers.unmeasured["a recorded step's forward (not run inside mp.autocast())"] += 1
         self.buffers.end_step(scale, skipped)
         self.step += 1
-        if self.trainer and self.step % self.every == 0 and len(self.recorded_steps) % 16 == 0:
+        recording = self.step % self.every == 0
+        if self._forward_capture.depth:  # the step ended inside autocast(): the capture follows the steps
+            if recording:
+                self._forward_capture.resume()
+            else:
+                self._forward_capture.pause()
+        if self.trainer and recording and len(self.recorded_steps) % 16 == 0:
             self._arm_order()
         elif self.trainer and self._order_hooks:
             self._disarm_order()
@@ -248,6 +270,18 @@ class Recorder:
                     batch += [(segment, tensor) for tensor in _floats(value)]
         batch += entries
         self.buffers.add(batch, len(self.recorded_steps) - 1)
+
+
+def _weakly(recorder: Recorder, method: str) -> Any:
+    """A hook calling `recorder.method` that does not keep the recorder alive (a dropped trainer goes at once)."""
+    reference = weakref.ref(recorder)
+
+    def hook(*args: Any) -> None:
+        alive = reference()
+        if alive is not None:
+            getattr(alive, method)(*args)
+
+    return hook
 
 
 def nonfinite_culprit(norms: list[float], layout: tuple[int, ...], order: list[int]) -> int | None:

@@ -55,6 +55,8 @@ def _summary(data: dict[str, Any], recommendations: dict[str, Any]) -> str:
             f"<p class='bad' id='nonfinite'>Step {found['step']}: the first non-finite gradient (backward order) was "
             f"<code>{escape(found['module'])}.{escape(found['parameter'])}</code>.</p>"
         )
+    for reason, count in data.get("unmeasured", {}).items():
+        out.append(f"<p class='bad unmeasured'>Not measured ({count}): {escape(reason)}.</p>")
     return "".join(out)
 
 

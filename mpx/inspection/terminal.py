@@ -32,6 +32,8 @@ def print_summary(data: dict[str, Any], console: Console | None = None) -> None:
     if found:
         where = escape(f"{found['module']}.{found['parameter']}")
         console.print(f"[red]step {found['step']}: first non-finite gradient in[/] {where}")
+    for reason, count in data.get("unmeasured", {}).items():
+        console.print(f"[yellow]not measured ({count}):[/] {escape(reason)}")
     window = recommendations["loss_scale"]
     if window["window"]:
         low, high = window["window"]

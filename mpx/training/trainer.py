@@ -53,7 +53,8 @@ class MixedPrecision:
     master_weights: keep fp32 copies of fp16/bf16 parameters.
     state_formats: storage formats of gradients and optimizer state (mpx.LEAN_ADAM is the 12 bytes/param recipe).
     The optimizer is changed in place: its param groups hold the masters.
-    inspect: record per-module numerics (True, or mpx.inspect's keyword arguments); the report is `mp.inspection`.
+    inspect: record per-module numerics (True, or mpx.inspect's keyword arguments) of the forward run inside
+    autocast(); the report is `mp.inspection`.
     """
 
     def __init__(
@@ -137,8 +138,7 @@ class MixedPrecision:
         return self.backend.placement()
 
     def autocast(self) -> AbstractContextManager[None]:
-        """Run the forward pass in the policy's compute format on this backend (and, with `inspect`, the
-        forward of a recorded step is recorded in it)."""
+        """Run the forward pass in the policy's compute format on this backend (and record it, with `inspect`)."""
         context = self.backend.autocast(self.policy)
         return context if self.inspection is None else self.inspection.recorder.capture(context)
 
