@@ -212,3 +212,34 @@ def test_a_recorded_forward_outside_autocast_is_reported_missing_not_silently_em
     assert data["unmeasured"] == {"a recorded step's forward (not run inside mp.autocast())": 2}
     assert "not run inside mp.autocast()" in mp.inspection.save(tmp_path / "r.html").read_text()
     assert _count(mp, "0", "grad") > 0  # gradients and weights come from the trainer all the same
+
+
+class _Residual(torch.nn.Module):
+    """`out += ...` on a module's output before the next module reads it (a ResNet block's `out += identity`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        out = self.a(x)
+        out += 1000.0
+        return self.b(out)
+
+
+@pytest.mark.parametrize("trainer", [True, False])
+def test_an_output_changed_in_place_later_is_left_out_and_named_not_measured_as_changed(trainer):
+    torch.manual_seed(0)
+    model, x = _Residual(), torch.randn(16, 8)
+    if trainer:
+        mp = _trainer(model)
+        _step(mp, model, x, torch.randn(16, 8))
+        report = mp.inspection
+    else:
+        with mpx.inspect(model) as report:
+            model(x).sum().backward()
+    data = report.data()
+    measured = {(t["module"], t["kind"]): t for t in data["tensors"]}
+    assert ("a", "output") not in measured  # its values as `a` made them are gone: not reported as a's
+    assert measured[("b", "input")]["amax"] > 900  # what b read: after the addition
+    assert data["unmeasured"] == {"a output: changed in place after the module ran (an op like `out += x`)": 1}

@@ -32,6 +32,23 @@ _RUNNING: set[int] = set()  # watched modules inside their forward now: a nested
 _PATCHABLE: dict[type, bool] = {}
 
 
+def versions(inputs: Any, output: Any) -> tuple[int, int]:
+    """The version counters of a call's input and output when each is one tensor (-1: not one, or an inference
+    tensor): a tensor changed in place before it is measured is then left out, not measured as changed."""
+    return _version(inputs), _version(output)
+
+
+def _version(value: Any) -> int:
+    if type(value) is tuple and len(value) == 1:
+        value = value[0]
+    if type(value) is not torch.Tensor:
+        return -1
+    try:
+        return value._version
+    except RuntimeError:  # an inference tensor keeps no version counter
+        return -1
+
+
 def _wrap(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)  # inspect.signature(module.forward) still gives the class's
     def forward(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -49,7 +66,7 @@ def _wrap(original: Callable[..., Any]) -> Callable[..., Any]:
             _RUNNING.discard(key)
         inputs = (args, kwargs) if kwargs else args
         for segments, calls, _, flush in sinks:
-            calls.append((segments, inputs, output))
+            calls.append((segments, inputs, output, versions(inputs, output)))
             if len(calls) >= LIMIT:  # many forwards in one recorded step (an evaluation loop): measured now
                 flush()
         return output
@@ -153,7 +170,7 @@ class ForwardCapture:
     def _hook(self, segments: tuple[int, int]) -> Callable[..., None]:
         def noted(module: torch.nn.Module, args: tuple, output: Any) -> None:
             if torch.is_grad_enabled():
-                self._calls.append((segments, args, output))
+                self._calls.append((segments, args, output, versions(args, output)))
 
         return noted
 

@@ -20,7 +20,7 @@ from torch.utils._pytree import tree_leaves
 
 from mpx.formats import Format
 from mpx.inspection.buffers import Buffers
-from mpx.inspection.capture import Captured, ForwardCapture
+from mpx.inspection.capture import Captured, ForwardCapture, versions
 from mpx.inspection.stats import Buckets, overflow_threshold
 from mpx.training import optimizer_step
 
@@ -155,7 +155,7 @@ class Recorder:
 
     def _on_forward(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
         if self.step % self.every == 0:  # the tensors are picked out when measured: one append per call here
-            self._calls.append((self._module_ids[id(module)], args, output))
+            self._calls.append((self._module_ids[id(module)], args, output, versions(args, output)))
 
     def _before_inplace(self, module: torch.nn.Module, args: tuple) -> None:
         self._flush_before_overwrite()
@@ -260,16 +260,23 @@ class Recorder:
         if not self.recorded_steps or self.recorded_steps[-1] != self.step:
             self.recorded_steps.append(self.step)
         batch: list[tuple[int, torch.Tensor]] = []
-        for (seg_in, seg_out), args, output in calls:  # call order: an output is followed by the next input
-            for segment, value in ((seg_in, args), (seg_out, output)):
+        for (seg_in, seg_out), args, output, (v_in, v_out) in calls:  # call order: an output, the next input
+            for segment, value, version in ((seg_in, args, v_in), (seg_out, output, v_out)):
                 if type(value) is tuple and len(value) == 1:
                     value = value[0]
-                if type(value) is torch.Tensor:  # the usual one tensor (Buffers.add leaves out non-float ones)
-                    batch.append((segment, value))
-                else:
+                if type(value) is not torch.Tensor:
                     batch += [(segment, tensor) for tensor in _floats(value)]
+                elif version < 0 or value._version == version:  # the usual one tensor, as the module left it
+                    batch.append((segment, value))  # (Buffers.add leaves out non-float ones)
+                else:
+                    self._changed_in_place(segment)
         batch += entries
         self.buffers.add(batch, len(self.recorded_steps) - 1)
+
+    def _changed_in_place(self, segment: int) -> None:
+        where = self.segments[segment]
+        reason = f"{where.module} {where.kind}: changed in place after the module ran (an op like `out += x`)"
+        self.buffers.unmeasured[reason] += 1
 
 
 def _weakly(recorder: Recorder, method: str) -> Any:
