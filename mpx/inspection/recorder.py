@@ -102,7 +102,8 @@ class Recorder:
         self.closed = False
         self._captured_step = -1  # the last step whose autocast() was captured
         self._handles: list[Any] = []
-        self._order_hooks: list[Any] = []
+        self._order_hooks: list[Any] = []  # emptied in place: a dropped recorder takes them off (finalize)
+        weakref.finalize(self, _remove_all, self._order_hooks)
         self._install(model)
 
     def _segment(self, module: str, kind: str, parameter: str = "") -> int:
@@ -127,9 +128,7 @@ class Recorder:
                     self._order_hooks.append(param.register_post_accumulate_grad_hook(_weakly(self, "_on_grad")))
 
     def _disarm_order(self) -> None:
-        for handle in self._order_hooks:
-            handle.remove()
-        self._order_hooks = []
+        _remove_all(self._order_hooks)
 
     def remove(self) -> None:
         """Stop recording: every hook off the model, no capture (the statistics stay)."""
@@ -161,7 +160,9 @@ class Recorder:
         self._flush_before_overwrite()
 
     def _flush_before_overwrite(self) -> None:
-        if self._calls or self._entries:  # an in-place module is about to overwrite a tensor waiting to be measured
+        # an in-place module is about to overwrite a tensor waiting to be measured (inside a graph torch.compile
+        # traces, nothing is measured: a tensor it overwrites is left out and named when measured)
+        if (self._calls or self._entries) and not torch.compiler.is_compiling():
             self.flush()
 
     def _on_model_forward(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
@@ -277,6 +278,12 @@ class Recorder:
         where = self.segments[segment]
         reason = f"{where.module} {where.kind}: changed in place after the module ran (an op like `out += x`)"
         self.buffers.unmeasured[reason] += 1
+
+
+def _remove_all(handles: list[Any]) -> None:
+    for handle in handles:
+        handle.remove()
+    handles.clear()
 
 
 def _weakly(recorder: Recorder, method: str) -> Any:
