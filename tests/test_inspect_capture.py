@@ -18,9 +18,9 @@ from mpx.inspection import capture
 PLAIN_LINEAR = torch.nn.Linear.forward
 
 
-def _capturing():
-    """Watched module ids and wrapped classes right now."""
-    return set(capture._SINKS), set(capture._CLASSES)
+def _shadowed(model):
+    """The modules of `model` with a forward of their own on the instance (a Shadow, or what it left)."""
+    return [name for name, m in model.named_modules() if "forward" in m.__dict__]
 
 
 def _trainer(model, every=1):
@@ -48,9 +48,9 @@ def test_a_recorded_steps_forward_is_captured_in_autocast_only_and_other_models_
     mp = _trainer(model, every=2)
     inside, outside = [], []
     for _ in range(4):
-        outside.append(_capturing())
-        _step(mp, model, x, y, inside=lambda: (inside.append(len(capture._SINKS)), other(x)))
-    assert outside == [(set(), set())] * 4 and torch.nn.Linear.forward is PLAIN_LINEAR
+        outside.append(_shadowed(model) + _shadowed(other))
+        _step(mp, model, x, y, inside=lambda: (inside.append(len(_shadowed(model))), other(x)))
+    assert outside == [[]] * 4 and torch.nn.Linear.forward is PLAIN_LINEAR
     assert inside == [5, 0, 5, 0]  # the five leaves, on steps 0 and 2 only
     data = mp.inspection.data()
     leaves = [name for name, m in model.named_modules() if not list(m.children())]
@@ -71,7 +71,8 @@ def test_copies_and_pickles_made_inside_the_context_run_as_themselves():
         assert torch.equal(twin[0](x), torch.zeros(x.shape[0], 64))  # its own weights, not the original's
         layer = pickled[0]
         torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), rtol=0, atol=0)
-    assert "forward" not in twin[0].__dict__ and "forward" not in pickled[0].__dict__
+    for layer in (twin[0], pickled[0]):  # the plain forward, bound to the copy
+        assert not isinstance(layer.forward, capture.Shadow) and layer.forward.__self__ is layer
     assert _count(mp, "0") == x.shape[0] * 64  # the copy's calls were not noted
 
 
@@ -95,7 +96,7 @@ def test_a_loop_inside_one_autocast_still_records_every_nth_step():
             mp.zero_grad()
             mp.backward(mpx.mse_loss(model(x), y))
             mp.step()
-    assert _capturing() == (set(), set())
+    assert _shadowed(model) == []
     assert mp.inspection.data()["recorded_steps"] == [0, 4]
     assert _count(mp, "0") == 2 * x.shape[0] * 64
 
@@ -109,7 +110,7 @@ def test_two_trainers_on_one_model_closing_out_of_order_put_every_class_back():
     model(x)
     a.__exit__(None, None, None)
     b.__exit__(None, None, None)
-    assert _capturing() == (set(), set()) and torch.nn.Linear.forward is PLAIN_LINEAR
+    assert _shadowed(model) == [] and torch.nn.Linear.forward is PLAIN_LINEAR
     assert len(first.inspection.recorder._calls) == len(second.inspection.recorder._calls) == 5
 
 
@@ -132,7 +133,7 @@ def test_a_forward_that_raises_leaves_no_wrapper_and_nothing_to_measure():
     with pytest.raises(RuntimeError), mp.autocast():
         model[0](x * 1e6)  # noted, then the next call raises: the step's noted calls go with it
         model(torch.randn(4, 5))
-    assert _capturing() == (set(), set()) and not mp.inspection.recorder._calls
+    assert _shadowed(model) == [] and not mp.inspection.recorder._calls
     _step(mp, model, x, y)
     assert mp.inspection.data()["recorded_steps"] == [0] and _count(mp, "0") == x.shape[0] * 64
 
@@ -151,7 +152,7 @@ def test_many_forwards_in_one_recorded_step_are_measured_early_not_held():
     assert max(held) < capture.LIMIT and _count(mp, "0") == 300 * x.shape[0] * 64
 
 
-def test_a_forward_set_on_the_instance_is_called_and_recorded_through_a_hook():
+def test_a_forward_set_on_the_instance_is_called_recorded_and_put_back():
     model, x, y, _ = tiny_gradient_model()
     head = model[4]
     plain = head.forward
@@ -164,7 +165,7 @@ def test_a_forward_set_on_the_instance_is_called_and_recorded_through_a_hook():
     head.forward = counted
     mp = _trainer(model)
     _step(mp, model, x, y)
-    assert calls == [1] and head.__dict__["forward"] is counted and not head._forward_hooks
+    assert calls == [1] and head.__dict__["forward"] is counted
     assert _count(mp, "4") == x.shape[0]
 
 
@@ -197,7 +198,7 @@ def test_a_dropped_trainer_goes_at_once(steps):
     recorder = weakref.ref(mp.inspection.recorder)
     del mp
     gc.collect()
-    assert recorder() is None and _capturing() == (set(), set())
+    assert recorder() is None and _shadowed(model) == []
 
 
 def test_a_recorded_forward_outside_autocast_is_reported_missing_not_silently_empty(tmp_path):
@@ -243,3 +244,9 @@ def test_an_output_changed_in_place_later_is_left_out_and_named_not_measured_as_
     assert ("a", "output") not in measured  # its values as `a` made them are gone: not reported as a's
     assert measured[("b", "input")]["amax"] > 900  # what b read: after the addition
     assert data["unmeasured"] == {"a output: changed in place after the module ran (an op like `out += x`)": 1}
+
+
+def test_data_parallel_is_refused_with_what_to_use_instead():
+    model, _, _, _ = tiny_gradient_model()
+    with pytest.raises(mpx.MpxError, match="DistributedDataParallel"):
+        _trainer(torch.nn.DataParallel(model))

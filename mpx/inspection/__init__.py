@@ -62,4 +62,6 @@ def attach(
 ) -> InspectionReport:
     """The report MixedPrecision keeps: steps, gradients and scales come from the trainer."""
     chosen = _check(model, formats, every, threshold)
+    if any(isinstance(m, torch.nn.DataParallel) for m in model.modules()):  # its replicas would share the capture
+        raise InspectionError("inspect does not support nn.DataParallel: use DistributedDataParallel or FSDP2")
     return InspectionReport(Recorder(model, chosen, every, trainer=True), threshold)

@@ -1,19 +1,18 @@
 """A recorded step's forward under MixedPrecision: the watched modules' calls noted without forward hooks.
 
 A module with a forward hook leaves torch's fast call path (several microseconds a call on a CPU, as much as
-the module itself in a small model). Instead, while the trainer's autocast() of a recorded step is open, the
-`forward` of each watched module's class is wrapped: a call on a watched instance notes (segments, inputs,
-output) for the captures watching it; any other instance (another model, a copy or replica made meanwhile)
-passes straight through, and so do a nested call of the same module (super().forward, recursion) and a call
-without gradients (an evaluation pass inside the step: it is not the step's training forward). A class
-is put back when the last capture using it closes, however it closes; a bound forward kept past that passes
-through. A module with a forward set on the instance (accelerate's hooks), or whose class forward is not a
-plain function (scripted modules), gets a forward hook instead.
+the module itself in a small model), and wrapping its class's forward instead makes CPython drop what it
+specialised for the class at every recorded step. So while the trainer's autocast() of a recorded step is
+open, each watched module's `forward` is shadowed by an instance attribute (a Shadow) that calls what it
+shadows and notes (segments, inputs, output). It is taken off when the context closes, however it closes;
+one kept past that (a stored `module.forward`) passes straight through, and so do a nested call of the same
+module (super().forward, recursion) and a call without gradients (an evaluation pass: not the step's training
+forward). A model copied or pickled while a Shadow is on gets the plain forward.
 """
 
 from __future__ import annotations
 
-import functools
+import copy
 import inspect
 import types
 from collections.abc import Callable, Sequence
@@ -23,95 +22,92 @@ from typing import Any
 
 import torch
 
+LIMIT = 512  # forward calls waiting before they are measured early (memory stays bounded)
 _ABSENT = object()
-# class -> [what its own __dict__ held under "forward" (or _ABSENT), the wrapper, captures using it]
-_CLASSES: dict[type, list[Any]] = {}
-# id(module) -> (segments, calls, before, flush) of each capture watching it; before: an in-place module's flush
-_SINKS: dict[int, list[tuple[Any, list[Any], Callable[[], None] | None, Callable[[], None]]]] = {}
-_RUNNING: set[int] = set()  # watched modules inside their forward now: a nested call is not noted again
-_PATCHABLE: dict[type, bool] = {}
 
 
 def versions(inputs: Any, output: Any) -> tuple[int, int]:
     """The version counters of a call's input and output when each is one tensor (-1: not one, or an inference
     tensor): a tensor changed in place before it is measured is then left out, not measured as changed."""
-    return _version(inputs), _version(output)
-
-
-def _version(value: Any) -> int:
-    if type(value) is tuple and len(value) == 1:
-        value = value[0]
-    if type(value) is not torch.Tensor:
-        return -1
+    if type(inputs) is tuple and len(inputs) == 1:
+        inputs = inputs[0]
     try:
-        return value._version
+        return (
+            inputs._version if type(inputs) is torch.Tensor else -1,
+            output._version if type(output) is torch.Tensor else -1,
+        )
     except RuntimeError:  # an inference tensor keeps no version counter
-        return -1
+        return -1, -1
 
 
-def _wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)  # inspect.signature(module.forward) still gives the class's
-    def forward(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        key = id(self)
-        sinks = _SINKS.get(key)
-        if sinks is None or key in _RUNNING or not torch.is_grad_enabled():  # no_grad: an evaluation pass
-            return original(self, *args, **kwargs)
-        for _, _, before, _ in sinks:
-            if before is not None:  # an in-place module: what waits to be measured is measured before it changes
-                before()
-        _RUNNING.add(key)
+class Shadow:
+    """A watched module's forward while a recorded step's forward runs."""
+
+    __slots__ = ("module", "previous", "segments", "calls", "before", "flush", "active", "running")
+
+    def __init__(self, module: torch.nn.Module, previous: Any, segments: tuple[int, int], calls: list[Any],
+                 before: Callable[[], None] | None, flush: Callable[[], None]) -> None:  # fmt: skip
+        self.module, self.previous, self.segments, self.calls = module, previous, segments, calls
+        self.before, self.flush, self.active, self.running = before, flush, False, False
+
+    def _target(self) -> Callable[..., Any]:
+        if self.previous is _ABSENT:  # the class's, read at each call (a class patched later is followed)
+            return types.MethodType(type(self.module).forward, self.module)
+        return self.previous
+
+    def _forward(self, args: tuple, kwargs: dict[str, Any]) -> Any:
+        if self.previous is _ABSENT:
+            return type(self.module).forward(self.module, *args, **kwargs)
+        return self.previous(*args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.active or self.running or not torch.is_grad_enabled():
+            return self._forward(args, kwargs)
+        if self.before is not None:  # an in-place module: what waits to be measured is measured before it changes
+            self.before()
+        self.running = True
         try:
-            output = original(self, *args, **kwargs)
+            output = self._forward(args, kwargs)
         finally:
-            _RUNNING.discard(key)
+            self.running = False
         inputs = (args, kwargs) if kwargs else args
-        for segments, calls, _, flush in sinks:
-            calls.append((segments, inputs, output, versions(inputs, output)))
-            if len(calls) >= LIMIT:  # many forwards in one recorded step (an evaluation loop): measured now
-                flush()
+        self.calls.append((self.segments, inputs, output, versions(inputs, output)))
+        if len(self.calls) >= LIMIT:  # many forwards in one recorded step: measured now
+            self.flush()
         return output
 
-    forward.__mpx_original__ = original  # type: ignore[attr-defined]
+    @property
+    def __signature__(self) -> inspect.Signature:  # what inspect.signature(module.forward) gives without it
+        return inspect.signature(self._target())
+
+    @property
+    def __self__(self) -> torch.nn.Module:
+        return self.module
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled with its module: the copy gets the plain forward
+        return getattr, (self.module, "forward")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        module = memo.get(id(self.module))
+        if module is None:  # the Shadow copied on its own, not with its module
+            return self
+        previous = _unshadowed(self.previous)
+        if previous is _ABSENT:
+            return types.MethodType(type(module).forward, module)
+        return copy.deepcopy(previous, memo)
+
+
+def _unshadowed(forward: Any) -> Any:
+    """What an instance's forward attribute is under any Shadows left on it (a capture closed out of order)."""
+    while isinstance(forward, Shadow) and not forward.active:
+        forward = forward.previous
     return forward
 
 
-LIMIT = 512  # forward calls waiting before they are measured early (memory stays bounded)
-
-
-def _patchable(module: torch.nn.Module) -> bool:
-    cls = type(module)
-    if cls not in _PATCHABLE:
-        found = inspect.getattr_static(cls, "forward", None)
-        _PATCHABLE[cls] = isinstance(found, types.FunctionType) and not isinstance(module, torch.jit.ScriptModule)
-    return _PATCHABLE[cls] and "forward" not in module.__dict__
-
-
-def _patch(cls: type) -> None:
-    entry = _CLASSES.get(cls)
-    if entry is None:
-        original = cls.forward  # type: ignore[attr-defined]
-        original = getattr(original, "__mpx_original__", original)  # a base class wrapped already: its own
-        entry = _CLASSES[cls] = [cls.__dict__.get("forward", _ABSENT), _wrap(original), 0]
-        type.__setattr__(cls, "forward", entry[1])
-    entry[2] += 1
-
-
-def _unpatch(cls: type) -> None:
-    entry = _CLASSES[cls]
-    entry[2] -= 1
-    if entry[2] == 0:
-        del _CLASSES[cls]
-        if cls.__dict__.get("forward") is entry[1]:  # not replaced meanwhile by someone else
-            if entry[0] is _ABSENT:
-                type.__delattr__(cls, "forward")
-            else:
-                type.__setattr__(cls, "forward", entry[0])
-
-
 class ForwardCapture:
-    """Starts and stops noting the forward calls of `watched` ((module, (input segment, output segment), in
-    place)) into `calls` (the list itself: whoever reads it empties it in place). Nested starts count; only
-    the outermost acts. `flush` measures what waits."""
+    """Puts Shadows on `watched` ((module, (input segment, output segment), in place)) and takes them off; each
+    appends its calls to `calls` (the list itself: whoever reads it empties it in place). Nested starts count;
+    only the outermost acts. `flush` measures what waits."""
 
     def __init__(
         self,
@@ -121,8 +117,8 @@ class ForwardCapture:
         before_inplace: Callable[[], None],
     ) -> None:
         self._watched, self._calls, self._flush, self._before_inplace = watched, calls, flush, before_inplace
-        self._hooks: list[Any] = []
-        self._on = False
+        self._made: dict[int, Shadow] = {}  # id(module) -> its Shadow, made again when what it shadows changes
+        self._on: list[Shadow] = []
         self.depth = 0
 
     def install(self) -> None:
@@ -139,40 +135,29 @@ class ForwardCapture:
         """Note calls from now on (an open capture across steps: resumed for a recorded step)."""
         if self._on:
             return
-        self._on = True
         for module, segments, inplace in self._watched:
-            before = self._before_inplace if inplace else None
-            if _patchable(module):
-                _SINKS.setdefault(id(module), []).append((segments, self._calls, before, self._flush))
-                _patch(type(module))
-            else:
-                self._hooks.append(module.register_forward_hook(self._hook(segments)))
-                if before is not None:
-                    self._hooks.append(module.register_forward_pre_hook(lambda _m, _a, flush=before: flush()))
+            previous = _unshadowed(module.__dict__.get("forward", _ABSENT))
+            shadow = self._made.get(id(module))
+            if shadow is None or shadow.previous is not previous:
+                before = self._before_inplace if inplace else None
+                shadow = Shadow(module, previous, segments, self._calls, before, self._flush)
+                self._made[id(module)] = shadow
+            shadow.active = True
+            module.__dict__["forward"] = shadow
+            self._on.append(shadow)
 
     def pause(self) -> None:
-        """Stop noting calls; the classes go back once no capture uses them."""
-        if not self._on:
-            return
-        self._on = False
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks.clear()
-        for module, _, _ in self._watched:
-            sinks = _SINKS.get(id(module))
-            mine = [sink for sink in sinks or () if sink[1] is self._calls]
-            if mine:
-                sinks.remove(mine[0])
-                if not sinks:
-                    del _SINKS[id(module)]
-                _unpatch(type(module))
-
-    def _hook(self, segments: tuple[int, int]) -> Callable[..., None]:
-        def noted(module: torch.nn.Module, args: tuple, output: Any) -> None:
-            if torch.is_grad_enabled():
-                self._calls.append((segments, args, output, versions(args, output)))
-
-        return noted
+        """Take the Shadows off (one still referenced somewhere passes through from now on)."""
+        for shadow in self._on:
+            shadow.active = False
+            attributes = shadow.module.__dict__
+            if attributes.get("forward") is shadow:  # not replaced meanwhile by someone else
+                previous = _unshadowed(shadow.previous)  # under it, a capture closed out of order
+                if previous is _ABSENT:
+                    del attributes["forward"]
+                else:
+                    attributes["forward"] = previous
+        self._on.clear()
 
 
 class Captured(AbstractContextManager[Any]):

@@ -101,8 +101,13 @@ class HostPass:
                 tensor = _copy(tensor, shift)
                 shift = _WIDEN[tensor.dtype]
                 kept.append(tensor)
-            address = self._address(tensor, kept)
-            if address:
+            try:
+                address = tensor.data_ptr()
+            except RuntimeError:  # sparse or mkldnn (read through a dense copy), or no storage at all
+                address = self._no_storage(tensor, kept)
+            if address == 0:
+                self.unmeasured["a tensor whose storage was freed (or on the meta device)"] += 1
+            elif address > 0:
                 previous = entry
                 rows += (address, size, shift, segment)
         if len(rows) > len(self._plan):
@@ -127,21 +132,15 @@ class HostPass:
         self.unmeasured[f"{type(tensor).__name__} on {tensor.device.type}: not a plain tensor in host memory"] += 1
         return None
 
-    def _address(self, tensor: torch.Tensor, kept: list[torch.Tensor]) -> int:
-        """Where the tensor's values start (0: counted as unmeasured): sparse and mkldnn ones through a dense
-        fp32 copy; a tensor with no storage (inside a torch.func transform) or an emptied one is not read."""
-        try:
-            address = tensor.data_ptr()
-        except RuntimeError:
-            if tensor.layout is torch.strided:
-                self.unmeasured["a tensor with no storage (inside a torch.func transform)"] += 1
-                return 0
-            dense = _copy(tensor, None)
-            kept.append(dense)
-            return self._address(dense, kept)
-        if not address:
-            self.unmeasured["a tensor whose storage was freed (or on the meta device)"] += 1
-        return address
+    def _no_storage(self, tensor: torch.Tensor, kept: list[torch.Tensor]) -> int:
+        """Where a tensor with no data pointer can be read: a sparse or mkldnn one through a dense fp32 copy;
+        -1 (counted) for one inside a torch.func transform."""
+        if tensor.layout is torch.strided:
+            self.unmeasured["a tensor with no storage (inside a torch.func transform)"] += 1
+            return -1
+        dense = _copy(tensor, None)
+        kept.append(dense)
+        return dense.data_ptr()
 
 
 _LIKE = (_LIKE32, _LIKE16)
