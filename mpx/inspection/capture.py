@@ -24,6 +24,7 @@ import torch
 
 LIMIT = 512  # forward calls waiting before they are measured early (memory stays bounded)
 _ABSENT = object()
+_grad_enabled, Tensor = torch.is_grad_enabled, torch.Tensor
 
 
 def versions(inputs: Any, output: Any) -> tuple[int, int]:
@@ -55,23 +56,24 @@ class Shadow:
             return types.MethodType(type(self.module).forward, self.module)
         return self.previous
 
-    def _forward(self, args: tuple, kwargs: dict[str, Any]) -> Any:
-        if self.previous is _ABSENT:
-            return type(self.module).forward(self.module, *args, **kwargs)
-        return self.previous(*args, **kwargs)
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.active or self.running or not torch.is_grad_enabled():
-            return self._forward(args, kwargs)
+        module, previous = self.module, self.previous
+        if not self.active or self.running or not _grad_enabled():
+            return type(module).forward(module, *args, **kwargs) if previous is _ABSENT else previous(*args, **kwargs)
         if self.before is not None:  # an in-place module: what waits to be measured is measured before it changes
             self.before()
         self.running = True
-        try:
-            output = self._forward(args, kwargs)
+        try:  # one frame, no helper calls: this runs for every watched module of a recorded step
+            output = type(module).forward(module, *args, **kwargs) if previous is _ABSENT else previous(*args, **kwargs)
         finally:
             self.running = False
         inputs = (args, kwargs) if kwargs else args
-        self.calls.append((self.segments, inputs, output, versions(inputs, output)))
+        try:  # versions() written out
+            one = args[0] if len(args) == 1 and not kwargs else None
+            seen = (one._version if type(one) is Tensor else -1, output._version if type(output) is Tensor else -1)
+        except RuntimeError:  # an inference tensor keeps no version counter
+            seen = (-1, -1)
+        self.calls.append((self.segments, inputs, output, seen))
         if len(self.calls) >= LIMIT:  # many forwards in one recorded step: measured now
             self.flush()
         return output
