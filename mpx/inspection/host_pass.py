@@ -50,7 +50,23 @@ def count(values, shift, counts, base, first_edge, edges):
 
 
 @numba.njit(cache=True, nogil=True)
-def measure(plan, rows, base, first_edge, edges, joint, extremes, row, like32, like16):
+def count16(values, counts, table16):
+    """count() for bf16 patterns: a bf16 magnitude's bucket read from a 32768-entry table in one load; the
+    extremes widened to fp32 patterns at the end (2^31 - (h << 16) is ((-h) & 0x7FFF) << 16)."""
+    largest, inverted = -1, -1
+    for i in range(values.shape[0]):
+        h = np.int64(values[i]) & 0x7FFF
+        counts[table16[h]] += 1
+        if h > largest:
+            largest = h
+        inverse = (-h) & 0x7FFF
+        if inverse > inverted:
+            inverted = inverse
+    return (largest << 16 if largest > 0 else largest), (inverted << 16 if inverted > 0 else inverted)
+
+
+@numba.njit(cache=True, nogil=True)
+def measure(plan, rows, base, first_edge, edges, table16, joint, extremes, row, like32, like16):
     """Per plan row e < `rows` (address, elements, widening shift, segment; 4 values each in the flat `plan`):
     the tensor at that address, fp32 patterns (bf16 ones where the shift is 16), or where the shift is -1 the
     previous row's tensor again (a module's output, the next one's input). A tensor is counted straight into
@@ -72,7 +88,7 @@ def measure(plan, rows, base, first_edge, edges, joint, extremes, row, like32, l
                 largest, inverted = count(values32, 0, counts, base, first_edge, edges)
             else:
                 values16 = numba.carray(as_pointer(address, like16), size)
-                largest, inverted = count(values16, 16, counts, base, first_edge, edges)
+                largest, inverted = count16(values16, counts, table16)
         if widen < 0 or repeated:
             for j in range(buckets):
                 joint[segment, j] += scratch[j]
