@@ -21,10 +21,25 @@ from types import TracebackType
 from typing import Any
 
 import torch
+from torch.utils._pytree import tree_leaves
 
 LIMIT = 512  # forward calls waiting before they are measured early (memory stays bounded)
 _ABSENT = object()
 _grad_enabled, Tensor = torch.is_grad_enabled, torch.Tensor
+
+
+def floats_in(value: Any) -> list[torch.Tensor]:
+    """The distinct floating-point tensors in a (nested) forward argument or output."""
+    if type(value) is tuple and len(value) == 1:  # the usual forward argument: one tensor
+        value = value[0]
+    if isinstance(value, torch.Tensor):
+        return [value] if value.is_floating_point() and value.numel() else []
+    flat = isinstance(value, (tuple, list)) and all(v is None or isinstance(v, torch.Tensor) for v in value)
+    seen: dict[int, torch.Tensor] = {}
+    for leaf in value if flat else tree_leaves(value):
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point() and leaf.numel():
+            seen.setdefault(id(leaf), leaf)
+    return list(seen.values())
 
 
 def versions(inputs: Any, output: Any) -> tuple[int, int]:

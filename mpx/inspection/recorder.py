@@ -1,9 +1,10 @@
 """Hooks that hand a model's tensors to the on-device statistics: activations, weights and gradients per module.
 
-Forward hooks keep references to a recorded step's inputs and outputs; the weights and gradients join them,
-and all are measured in one batch when the step ends (MixedPrecision.step(), or the end of backward when
-inspecting a plain loop), or earlier when an in-place module is about to overwrite one. Nothing here reads a
-device value: the statistics stay in `Buffers` until a report asks for them.
+Forward hooks (standalone) or the trainer's capture (capture.py) keep references to a recorded step's inputs
+and outputs; the weights and gradients join them, and all are measured in one batch when the step ends
+(MixedPrecision.step(), or the end of backward when inspecting a plain loop), or earlier when an in-place
+module is about to overwrite one. Nothing here reads a device value: the statistics stay in `Buffers` until a
+report asks for them.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_leaves
 
 from mpx.formats import Format
 from mpx.inspection.buffers import Buffers
-from mpx.inspection.capture import Captured, ForwardCapture, versions
+from mpx.inspection.capture import Captured, ForwardCapture, floats_in, versions
 from mpx.inspection.stats import Buckets, overflow_threshold
 from mpx.training import optimizer_step
 
@@ -34,20 +34,6 @@ class Segment:
     module: str
     kind: str
     parameter: str = ""
-
-
-def _floats(value: Any) -> list[torch.Tensor]:
-    """The distinct floating-point tensors in a (nested) hook argument."""
-    if type(value) is tuple and len(value) == 1:  # the usual forward argument: one tensor
-        value = value[0]
-    if isinstance(value, torch.Tensor):
-        return [value] if value.is_floating_point() and value.numel() else []
-    flat = isinstance(value, (tuple, list)) and all(v is None or isinstance(v, torch.Tensor) for v in value)
-    seen: dict[int, torch.Tensor] = {}
-    for leaf in value if flat else tree_leaves(value):
-        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point() and leaf.numel():
-            seen.setdefault(id(leaf), leaf)
-    return list(seen.values())
 
 
 def watched_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -266,7 +252,7 @@ class Recorder:
                 if type(value) is tuple and len(value) == 1:
                     value = value[0]
                 if type(value) is not torch.Tensor:
-                    batch += [(segment, tensor) for tensor in _floats(value)]
+                    batch += [(segment, tensor) for tensor in floats_in(value)]
                 elif version < 0 or value._version == version:  # the usual one tensor, as the module left it
                     batch.append((segment, value))  # (Buffers.add leaves out non-float ones)
                 else:
