@@ -62,7 +62,6 @@ class Recorder:
         for name, module in self._watched:
             self.module_types[name] = type(module).__name__
             self._module_ids[id(module)] = (self._segment(name, "input"), self._segment(name, "output"))
-        for name, module in self._watched:
             for pname, param in module.named_parameters(recurse=False):
                 if id(param) not in self._grad_ids:  # tied weights: the first owner keeps them
                     self._weights.append((self._segment(name, "weight", pname), param))
@@ -71,9 +70,9 @@ class Recorder:
         self.buffers = Buffers(len(self.segments), self.buckets, self.device)
         self.step, self.recorded_steps = 0, []
         self.backward_order: list[int] = []  # grad segments in the order the last backward produced them
-        # waiting to be measured: forward calls ((input segment, output segment), args, output) as the hooks saw
-        # them (their tensors picked out when measured), and (segment, tensor) entries of weights and gradients
-        self._calls: list[tuple[tuple[int, int], Any, Any]] = []
+        # waiting to be measured: forward calls ((input segment, output segment), inputs, output, their versions)
+        # as noted (tensors picked out when measured), and (segment, tensor) entries of weights and gradients
+        self._calls: list[tuple[tuple[int, int], Any, Any, tuple[int, int]]] = []
         self._entries: list[tuple[int, torch.Tensor]] = []
         self._grads: dict[int, torch.Tensor] = {}  # standalone: id(parameter) -> its .grad, this backward
         self._order: list[int] = []
