@@ -93,11 +93,10 @@ class Buffers:
     def _measurable(self, tensor: torch.Tensor) -> torch.Tensor | None:
         """For the torch formulation: a plain strided floating-point tensor with values (a DTensor's local
         shard, a sparse or nested one's values), or None: not floating point, empty, or counted as unmeasured."""
-        to_local = getattr(tensor, "to_local", None)  # DTensor (FSDP2's parameters and gradients)
-        tensor = to_local() if callable(to_local) else tensor
+        tensor = host_kernel.local_shard(tensor)
         if not tensor.is_floating_point() or not tensor.numel():
             return None
-        if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.device != self.device:
+        if type(tensor) not in host_kernel.PLAIN or tensor.device != self.device:
             self.unmeasured[f"{type(tensor).__name__} on {tensor.device.type}: not a plain tensor on the device"] += 1
             return None
         if tensor.is_nested:

@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_leaves
 
 LIMIT = 512  # forward calls waiting before they are measured early (memory stays bounded)
 _ABSENT = object()
-_grad_enabled, Tensor = torch.is_grad_enabled, torch.Tensor
+_grad_enabled = torch.is_grad_enabled
 
 
 def floats_in(value: Any) -> list[torch.Tensor]:
@@ -83,12 +83,7 @@ class Shadow:
         finally:
             self.running = False
         inputs = (args, kwargs) if kwargs else args
-        try:  # versions() written out
-            one = args[0] if len(args) == 1 and not kwargs else None
-            seen = (one._version if type(one) is Tensor else -1, output._version if type(output) is Tensor else -1)
-        except RuntimeError:  # an inference tensor keeps no version counter
-            seen = (-1, -1)
-        self.calls.append((self.segments, inputs, output, seen))
+        self.calls.append((self.segments, inputs, output, versions(inputs, output)))
         if len(self.calls) >= LIMIT:  # many forwards in one recorded step: measured now
             self.flush()
         return output

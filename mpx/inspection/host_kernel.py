@@ -50,7 +50,13 @@ class ExponentTables:
 
 
 _LIKE32, _LIKE16 = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int16)
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
+PLAIN = (torch.Tensor, torch.nn.Parameter)  # types whose values are the tensor's own storage
+
+
+def local_shard(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (FSDP2's parameters and gradients: what this rank holds), any other tensor as is."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
 
 
 def _copy(tensor: torch.Tensor, shift: int | None) -> torch.Tensor:
@@ -90,7 +96,7 @@ class HostPass:
             if entry is previous:  # counted already: its counts go into this segment too
                 rows += (0, 0, -1, segment)
                 continue
-            tensor = entry if type(entry) in _PLAIN and entry.is_cpu else self._plain(entry)
+            tensor = entry if type(entry) in PLAIN and entry.is_cpu else self._plain(entry)
             if tensor is None:
                 continue
             shift = _WIDEN.get(tensor.dtype)
@@ -136,9 +142,8 @@ class HostPass:
 
     def _plain(self, tensor: torch.Tensor) -> torch.Tensor | None:
         """A tensor that is not a plain one in host memory: a DTensor's local shard, else None (counted)."""
-        to_local = getattr(tensor, "to_local", None)  # DTensor (FSDP2's parameters and gradients)
-        local = to_local() if callable(to_local) else tensor
-        if type(local) in _PLAIN and local.is_cpu:
+        local = local_shard(tensor)
+        if type(local) in PLAIN and local.is_cpu:
             return local
         self.unmeasured[f"{type(tensor).__name__} on {tensor.device.type}: not a plain tensor in host memory"] += 1
         return None

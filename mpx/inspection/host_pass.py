@@ -28,13 +28,13 @@ def as_pointer(typingctx, address, kind):
 
 
 @numba.njit(cache=True, nogil=True)
-def count(values, shift, counts, base, first_edge, edges):
-    """One tensor's patterns (`values` widened by `shift`) added into `counts`; returns its largest |x| pattern
-    and 2^31 minus its smallest non-zero one. A pattern's bucket: its power of two's first bucket, plus the
-    edges inside that power it reaches."""
+def count(values, counts, base, first_edge, edges):
+    """One fp32 tensor's patterns added into `counts`; returns its largest |x| pattern and 2^31 minus its
+    smallest non-zero one. A pattern's bucket: its power of two's first bucket, plus the edges inside that
+    power it reaches."""
     largest, inverted = -1, -1
     for i in range(values.shape[0]):
-        b = (np.int64(values[i]) << shift) & SIGN_MASK
+        b = np.int64(values[i]) & SIGN_MASK
         exponent = b >> 23
         bucket, k = base[exponent], first_edge[exponent]
         while b >= edges[k]:  # the bucket edges inside this power of two (usually none)
@@ -85,7 +85,7 @@ def measure(plan, rows, base, first_edge, edges, table16, joint, extremes, row, 
             counts = scratch if repeated else joint[segment]
             if widen == 0:
                 values32 = numba.carray(as_pointer(address, like32), size)
-                largest, inverted = count(values32, 0, counts, base, first_edge, edges)
+                largest, inverted = count(values32, counts, base, first_edge, edges)
             else:
                 values16 = numba.carray(as_pointer(address, like16), size)
                 largest, inverted = count16(values16, counts, table16)
